@@ -1,0 +1,23 @@
+"""Restore images with a frozen diffusion prior:  python run.py [-m] [group=option ...] [key=value ...]"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from rnsf.utils.cli import exit_on_user_error, validate_overrides
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+@exit_on_user_error
+def main(cfg: DictConfig) -> dict:
+    from rnsf.engine.run import run
+
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    validate_overrides(sys.argv[1:])
+    main()

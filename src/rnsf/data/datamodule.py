@@ -1,0 +1,91 @@
+"""The LightningDataModule behind the `dataset` config group."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from rnsf.data.demo import DEMO_DIR
+from rnsf.data.folder import ImageFolder
+
+
+def collate(items: list[dict]) -> dict:
+    sizes = {tuple(it["image"].shape) for it in items}
+    if len(sizes) > 1:
+        from rnsf.utils.errors import UserError
+
+        raise UserError(
+            f"images of one batch differ in size {sorted(sizes)}; set dataset.resize=center_crop "
+            "(with dataset.image_size) or dataset.batch_size=1"
+        )
+    return {
+        "image": torch.stack([it["image"] for it in items]),
+        "index": torch.tensor([it["index"] for it in items]),
+        "name": [it["name"] for it in items],
+    }
+
+
+class RestorationDataModule(L.LightningDataModule):
+    """Images for `test` (clean, to be degraded) or `predict` (measurements y, no ground truth).
+
+    `root: null` means the built-in demo folder.
+    """
+
+    def __init__(
+        self,
+        name: str = "folder",
+        root: str | None = None,
+        image_size: int | None = 256,
+        resize: str = "center_crop",
+        interpolation: str = "bilinear",
+        list_file: str | None = None,
+        limit: int | None = None,
+        batch_size: int = 1,
+        num_workers: int = 0,
+        measurements: bool = False,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.measurements = measurements
+        self.dataset = ImageFolder(
+            Path(root) if root else DEMO_DIR,
+            image_size=image_size,
+            resize=resize,
+            interpolation=interpolation,
+            list_file=list_file,
+            limit=limit,
+        )
+        if batch_size < 1:
+            from rnsf.utils.errors import UserError
+
+            raise UserError(f"dataset.batch_size must be >= 1, got {batch_size}")
+
+    def _loader(self) -> DataLoader:
+        return DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            collate_fn=collate,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader()
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader()
+
+    def describe(self) -> dict:
+        ds = self.dataset
+        return {
+            "dataset": self.name,
+            "root": str(ds.root),
+            "image_size": ds.image_size,
+            "resize": ds.resize,
+            "interpolation": ds.interpolation,
+        }

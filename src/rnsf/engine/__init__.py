@@ -1,0 +1,1 @@
+"""The Lightning engine: RestorationModule and the job runner."""

@@ -1,0 +1,150 @@
+"""RestorationModule: the frozen denoiser, a method and a task inside Lightning's test/predict loops."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from rnsf.data.images import save_png
+from rnsf.denoisers.base import Denoiser
+from rnsf.engine import outputs
+from rnsf.methods.base import Callback, Method
+from rnsf.metrics.image import consistency, psnr, ssim
+from rnsf.operators.task import Task
+from rnsf.utils.random import image_generators
+
+PER_IMAGE_COLUMNS = ["index", "name", "psnr", "ssim", "consistency", "seconds"]
+
+
+class RestorationModule(L.LightningModule):
+    """`test_step`: clean image → y = A x + n → restore → scores → files.
+    `predict_step`: measurement y (no ground truth) → restore → files.
+
+    Every image gets its own generator seeded from (seed, image index), for the measurement
+    noise, random masks and the sampler alike, so results do not depend on batching.
+    `step_callback` (if set) receives the sampler's intermediate x̂₀ (`rnsf.methods.StepInfo`)
+    together with the batch's image names.
+    """
+
+    def __init__(
+        self,
+        denoiser: Denoiser | None,
+        method: Method,
+        task: Task,
+        output_dir: str | Path,
+        seed: int = 0,
+        protocol: str = "float",
+        save_images: bool = True,
+        grid_images: int = 8,
+        run_info: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.denoiser = denoiser.eval().requires_grad_(False) if denoiser is not None else None
+        self.method, self.task = method, task
+        self.output_dir = Path(output_dir)
+        self.seed, self.protocol = seed, protocol
+        self.save_images, self.grid_images = save_images, grid_images
+        self.run_info = dict(run_info or {})
+        self.step_callback: Callback | None = None
+        self.rows: list[dict] = []
+        self.grid: list[list[torch.Tensor]] = [[], [], []]
+        self.summary: dict = {}
+
+    # -- the restoration ----------------------------------------------------------------
+    def _restore(self, y, operator, generators, names):
+        callback = None
+        if self.step_callback is not None:
+            user = self.step_callback
+
+            def callback(info):
+                info.names = names
+                user(info)
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        x_hat = self.method.restore(
+            y, operator, self.denoiser, generators, sigma_y=self.task.sigma_model, callback=callback
+        )
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return x_hat, (time.perf_counter() - start) / y.shape[0]
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        x, names = batch["image"], batch["name"]
+        generators = image_generators(self.seed, batch["index"].tolist(), self.device)
+        operator, y = self.task.measure(x, generators)
+        x_hat, seconds = self._restore(y, operator, generators, names)
+        x_hat = x_hat.clamp(-1, 1)
+        scores = {
+            "psnr": psnr(x_hat, x, self.protocol),
+            "ssim": ssim(x_hat, x, self.protocol),
+            "consistency": consistency(x_hat, y, operator),
+        }
+        for key, value in scores.items():
+            self.log(f"test/{key}", value.mean(), batch_size=x.shape[0])
+        values = {k: v.tolist() for k, v in scores.items()}
+        view = operator.to_image(y)
+        for b, name in enumerate(names):
+            row = {"index": int(batch["index"][b]), "name": name, "seconds": seconds}
+            row.update({k: v[b] for k, v in values.items()})
+            self.rows.append(row)
+            self._write_images(name, restored=x_hat[b], measurement=view[b], target=x[b])
+
+    def predict_step(self, batch: dict, batch_idx: int) -> None:
+        image, names = batch["image"], batch["name"]
+        generators = image_generators(self.seed, batch["index"].tolist(), self.device)
+        x_shape = self.task.operator.x_shape(
+            self.task.operator.measurement_from_image(image[:1]).shape
+        )
+        operator = self.task.operator.bind((image.shape[0], *x_shape[1:]), generators)
+        y = operator.measurement_from_image(image)
+        x_hat, seconds = self._restore(y, operator, generators, names)
+        x_hat = x_hat.clamp(-1, 1)
+        residual = consistency(x_hat, y, operator).tolist()
+        view = operator.to_image(y)
+        for b, name in enumerate(names):
+            self.rows.append(
+                {
+                    "index": int(batch["index"][b]),
+                    "name": name,
+                    "consistency": residual[b],
+                    "seconds": seconds,
+                }
+            )
+            self._write_images(name, restored=x_hat[b], measurement=view[b])
+
+    def _write_images(self, name: str, **images: torch.Tensor) -> None:
+        if self.save_images:
+            for kind, image in images.items():
+                save_png(image, self.output_dir / "images" / kind / f"{name}.png")
+        if len(self.grid[0]) < self.grid_images:
+            for column, kind in zip(self.grid, ("measurement", "restored", "target"), strict=True):
+                if kind in images:
+                    column.append(images[kind].detach().float().cpu())
+
+    # -- the job's files ----------------------------------------------------------------
+    def on_test_epoch_end(self) -> None:
+        self._finish(["psnr", "ssim", "consistency"])
+
+    def on_predict_epoch_end(self) -> None:
+        self._finish(["consistency"])
+
+    def _finish(self, metrics: list[str]) -> None:
+        rows = sorted(self.rows, key=lambda r: r["index"])
+        columns = [c for c in PER_IMAGE_COLUMNS if c in ("index", "name", "seconds", *metrics)]
+        outputs.write_rows(self.output_dir / "per_image.csv", rows, columns)
+        summary = dict(self.run_info)
+        summary["n_images"] = len(rows)
+        for key in ("psnr", "ssim", "consistency"):
+            summary[key] = outputs.mean(rows, key) if key in metrics else None
+        summary["seconds_per_image"] = outputs.mean(rows, "seconds")
+        summary["metric_protocol"] = self.protocol
+        self.summary = summary
+        outputs.write_json(self.output_dir / "metrics.json", summary)
+        columns = [c for c in self.grid if c]
+        if columns:
+            outputs.comparison_grid(columns, self.output_dir / "grid.png")

@@ -1,0 +1,154 @@
+"""One job: compose the pieces from the config, check them, restore, write and summarise."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from rnsf.engine.module import RestorationModule
+from rnsf.methods.ddnm import RNSF
+from rnsf.utils.errors import UserError
+from rnsf.utils.provenance import git_sha
+
+log = logging.getLogger(__name__)
+
+
+def group_choices() -> dict:
+    """The config group options of this job (`method=rnsf`, …) when Hydra runs it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    return dict(HydraConfig.get().runtime.choices)
+
+
+def job_overrides() -> list[str]:
+    """The command-line overrides of this job (empty outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    return list(HydraConfig.get().overrides.task)
+
+
+def run(cfg: DictConfig) -> dict:
+    """Run the job of `cfg` and return its metrics.json content."""
+    out = Path(cfg.paths.output_dir)
+    choices = group_choices()
+    torch.set_float32_matmul_precision("high")
+
+    datamodule = instantiate(cfg.dataset)
+    task = instantiate(cfg.task)
+    method = instantiate(cfg.method)
+    denoiser = instantiate(cfg.model.net) if method.nfe > 0 else None
+    check_sizes(cfg, datamodule, task, denoiser)
+    datamodule.dataset.verify()
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    info = run_info(cfg, choices, datamodule, task, method)
+    module = RestorationModule(
+        denoiser,
+        method,
+        task,
+        output_dir=out,
+        seed=cfg.seed,
+        protocol=cfg.metrics.protocol,
+        save_images=cfg.save_images,
+        grid_images=cfg.grid_images,
+        run_info=info,
+    )
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    trainer = instantiate(cfg.trainer, logger=loggers or False)
+    info["device"] = str(trainer.strategy.root_device)
+    info["world_size"] = trainer.world_size
+    module.run_info = info
+    start = time.perf_counter()
+    try:
+        if cfg.mode == "predict":
+            trainer.predict(module, datamodule=datamodule, return_predictions=False)
+        else:
+            trainer.test(module, datamodule=datamodule, verbose=False)
+        summary = module.summary
+        summary["wall_seconds"] = time.perf_counter() - start
+        for lg in loggers:
+            lg.log_metrics({f"summary/{k}": v for k, v in summary.items() if _is_number(v)})
+    finally:
+        finish_wandb(loggers)
+    print_summary(out, summary)
+    return summary
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_sizes(cfg, datamodule, task, denoiser) -> None:
+    """Fail before any work when the operator or the network cannot take the images."""
+    height, width = datamodule.dataset.first_size()
+    if cfg.mode == "predict":
+        y = torch.zeros(1, 3, height, width)
+        height, width = task.operator.x_shape(task.operator.measurement_from_image(y).shape)[-2:]
+    try:
+        task.operator.check_image_size(height, width)
+        if denoiser is not None:
+            denoiser.check_size(height, width)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    if denoiser is not None and denoiser.native_size and denoiser.native_size != height:
+        raise UserError(
+            f"model {cfg.model.name} takes {denoiser.native_size}x{denoiser.native_size} images, "
+            f"the dataset gives {height}x{width}; set dataset.image_size={denoiser.native_size}"
+        )
+
+
+def run_info(cfg, choices, datamodule, task, method) -> dict:
+    schedule = None
+    if isinstance(method, RNSF):
+        schedule = choices.get("schedule") or method.schedule.name
+    return {
+        "method": method.name,
+        "task": task.name,
+        "sigma": task.sigma,
+        "schedule": schedule,
+        "schedule_params": OmegaConf.to_container(cfg.schedule) if schedule else None,
+        "model": cfg.model.name,
+        **datamodule.describe(),
+        "mode": cfg.mode,
+        "nfe": method.nfe,
+        "steps": method.steps,
+        "eta": getattr(method, "eta", None),
+        "seed": cfg.seed,
+        "git_sha": git_sha(),
+        "overrides": job_overrides(),
+        "output_dir": str(Path(cfg.paths.output_dir)),
+    }
+
+
+def finish_wandb(loggers) -> None:
+    """Close the W&B run of this job, also when it failed."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    if any(isinstance(lg, WandbLogger) for lg in loggers):
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+
+
+def print_summary(out: Path, s: dict) -> None:
+    parts = [f"{s['method']} | {s['task']} | {s['dataset']} | {s['n_images']} images"]
+    if s.get("psnr") is not None:
+        parts.append(f"PSNR {s['psnr']:.2f} dB")
+        parts.append(f"SSIM {s['ssim']:.4f}")
+    if s.get("consistency") is not None:
+        parts.append(f"consistency {s['consistency']:.2e}")
+    if s.get("seconds_per_image") is not None:
+        parts.append(f"{s['seconds_per_image']:.2f} s/image")
+    print(f"results in {out}")
+    print(" | ".join(parts))

@@ -1,0 +1,65 @@
+"""The one call signature every restoration method shares."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from rnsf.denoisers.base import Denoiser
+from rnsf.operators.base import LinearOperator
+
+
+@dataclass
+class StepInfo:
+    """What a sampler callback receives after each network evaluation."""
+
+    index: int  #: 0-based index of the network evaluation
+    t: int  #: timestep the network saw
+    x: torch.Tensor  #: the new iterate x_{t_next}
+    x0: torch.Tensor  #: the network's x̂₀ at t (before any correction)
+    x0_corrected: torch.Tensor  #: x̃₀ after the method's data-consistency step
+
+
+Callback = Callable[[StepInfo], None]
+
+
+class Method:
+    """restore(y, operator, denoiser, generators, sigma_y=…, callback=…) -> x̂ in [-1, 1].
+
+    `sigma_y` is the measurement noise in the [-1, 1] units of y (`Task.sigma_model`);
+    `generators` holds one torch.Generator per image of the batch.
+    """
+
+    name: str = "method"
+    steps: int | None = None
+
+    @property
+    def nfe(self) -> int:
+        """Network evaluations per image."""
+        return 0
+
+    def restore(
+        self,
+        y: torch.Tensor,
+        operator: LinearOperator,
+        denoiser: Denoiser | None,
+        generators: Sequence[torch.Generator],
+        *,
+        sigma_y: float = 0.0,
+        callback: Callback | None = None,
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {"method": self.name, "steps": self.steps, "nfe": self.nfe}
+
+
+class Pinv(Method):
+    """A†y: the least-squares solution of minimum norm; no network."""
+
+    name = "pinv"
+
+    def restore(self, y, operator, denoiser, generators, *, sigma_y=0.0, callback=None):
+        return operator.A_pinv(y)
