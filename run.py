@@ -1,4 +1,7 @@
-"""Restore images with a frozen diffusion prior:  python run.py [-m] [group=option ...] [key=value ...]"""
+"""Restore images with a frozen diffusion prior.
+
+python run.py [-m] [group=option ...] [key=value ...]
+"""
 
 from __future__ import annotations
 

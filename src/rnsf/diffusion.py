@@ -8,6 +8,8 @@ last sampling step can target t = -1 (DDNM/DDRM `compute_alpha`).
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 NUM_TIMESTEPS = 1000
@@ -64,4 +66,4 @@ def time_travel_pairs(
                 indices.append(t)
     indices.append(-1)
     steps = [i * skip if i >= 0 else -1 for i in indices]
-    return list(zip(steps[:-1], steps[1:], strict=True))
+    return list(itertools.pairwise(steps))

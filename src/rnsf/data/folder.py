@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -32,7 +31,9 @@ def list_images(root: Path, list_file: str | Path | None = None) -> list[Path]:
     """The dataset's files: those named in `list_file` (first column, relative to root), or
     every image under root, sorted by path."""
     if not root.is_dir():
-        raise UserError(f"dataset folder {root} does not exist; set dataset.root to a folder of images")
+        raise UserError(
+            f"dataset folder {root} does not exist; set dataset.root to a folder of images"
+        )
     if list_file is not None:
         list_path = Path(list_file)
         if not list_path.is_file():

@@ -1,4 +1,4 @@
-"""RestorationModule: the frozen denoiser, a method and a task inside Lightning's test/predict loops."""
+"""RestorationModule: a frozen denoiser, a method and a task in Lightning's test/predict loops."""
 
 from __future__ import annotations
 

@@ -26,9 +26,7 @@ class Colorization(SVDOperator):
         if key not in self._cache:
             w, V = self._w, self._V
             s = torch.tensor([w.norm(), 0.0, 0.0], dtype=torch.float64)
-            self._cache[key] = tuple(
-                t.to(device=like.device, dtype=like.dtype) for t in (w, V, s)
-            )
+            self._cache[key] = tuple(t.to(device=like.device, dtype=like.dtype) for t in (w, V, s))
         return self._cache[key]
 
     def A(self, x: torch.Tensor) -> torch.Tensor:

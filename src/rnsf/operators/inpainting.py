@@ -86,8 +86,8 @@ class BoxInpainting(MaskFactory):
 
 
 class RandomInpainting(MaskFactory):
-    """Each pixel is kept with probability `keep` (0.5 as DDRM's random mask), drawn from the image's own generator, so the
-    mask of an image depends only on (seed, image index)."""
+    """Each pixel is kept with probability `keep` (0.5 as DDRM's random mask), drawn from the
+    image's own generator, so the mask of an image depends only on (seed, image index)."""
 
     def __init__(self, keep: float = 0.5) -> None:
         if not 0 < keep <= 1:

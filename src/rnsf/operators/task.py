@@ -26,7 +26,7 @@ class Task:
     def measure(
         self, x: torch.Tensor, generators: Sequence[torch.Generator]
     ) -> tuple[LinearOperator, torch.Tensor]:
-        """The batch's operator and its noisy measurement of x (noise from each image's generator)."""
+        """The batch's operator and its noisy measurement of x (per-image noise generators)."""
         self.operator.check_image_size(x.shape[-2], x.shape[-1])
         op = self.operator.bind(x.shape, generators)
         y = op.A(x)

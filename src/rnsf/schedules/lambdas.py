@@ -7,11 +7,12 @@ direction of the schedule can be swept (the paper's prose and formula disagree o
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LambdaSchedule:
     """Base class: subclasses implement `value(s)`; calling applies `reverse`."""
 
@@ -30,7 +31,7 @@ class LambdaSchedule:
         return type(self).__name__.removesuffix("Schedule").lower()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ExpSchedule(LambdaSchedule):
     """The paper's schedule (§3.2, decoded in DESIGN.md §2): full projection while the sample
     is mostly noise, then a linear and finally an exponential decay:
@@ -48,7 +49,7 @@ class ExpSchedule(LambdaSchedule):
         return 0.5 * (1.0 - math.exp(-5.0 * s))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ConstantSchedule(LambdaSchedule):
     """λ ≡ value; 1.0 is exactly DDNM."""
 
@@ -58,7 +59,7 @@ class ConstantSchedule(LambdaSchedule):
         return self.level
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LinearSchedule(LambdaSchedule):
     """λ goes linearly from `start` at s = 1 (pure noise) to `end` at s = 0."""
 
@@ -69,7 +70,7 @@ class LinearSchedule(LambdaSchedule):
         return self.end + (self.start - self.end) * s
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CosineSchedule(LambdaSchedule):
     """Half-cosine from `start` at s = 1 to `end` at s = 0: flat at both ends."""
 
@@ -80,7 +81,7 @@ class CosineSchedule(LambdaSchedule):
         return self.end + (self.start - self.end) * 0.5 * (1.0 - math.cos(math.pi * s))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PiecewiseSchedule(LambdaSchedule):
     """Piecewise-linear through knots [[s, λ], …] (sorted by s; constant beyond the ends)."""
 
@@ -98,7 +99,7 @@ class PiecewiseSchedule(LambdaSchedule):
         knots = self.knots
         if s <= knots[0][0]:
             return knots[0][1]
-        for (s0, v0), (s1, v1) in zip(knots, knots[1:], strict=False):
+        for (s0, v0), (s1, v1) in itertools.pairwise(knots):
             if s <= s1:
                 return v0 + (v1 - v0) * (s - s0) / (s1 - s0) if s1 > s0 else v1
         return knots[-1][1]

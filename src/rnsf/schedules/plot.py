@@ -18,8 +18,7 @@ def load_schedule_configs(conf_dir: Path = CONF_DIR) -> dict[str, LambdaSchedule
     from omegaconf import OmegaConf
 
     return {
-        path.stem: instantiate(OmegaConf.load(path))
-        for path in sorted(conf_dir.glob("*.yaml"))
+        path.stem: instantiate(OmegaConf.load(path)) for path in sorted(conf_dir.glob("*.yaml"))
     }
 
 

@@ -55,7 +55,8 @@ def validate_overrides(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
         if not options or override.is_delete():
             continue
         values = (
-            [str(v) for v in override.sweep_iterator()] if override.is_sweep_override()
+            [str(v) for v in override.sweep_iterator()]
+            if override.is_sweep_override()
             else [str(override.value())]
         )
         for value in values:
@@ -82,7 +83,7 @@ def _check_missing(cfg) -> None:
 def _missing_keys(node, prefix: str = ""):
     from omegaconf import DictConfig
 
-    for key in node.keys():
+    for key in node:
         child = node._get_node(key)
         if child._is_missing():
             yield f"{prefix}{key}"

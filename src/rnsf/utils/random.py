@@ -18,9 +18,7 @@ def image_generators(
     seed: int, indices: Sequence[int], device: torch.device | str = "cpu"
 ) -> list[torch.Generator]:
     """One `torch.Generator` per image, seeded from (seed, image index)."""
-    return [
-        torch.Generator(device=device).manual_seed(image_seed(seed, int(i))) for i in indices
-    ]
+    return [torch.Generator(device=device).manual_seed(image_seed(seed, int(i))) for i in indices]
 
 
 def randn(

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def demo_images() -> torch.Tensor:
+    """The 16 demo crops, (16, 3, 64, 64) in [-1, 1]."""
+    from rnsf.data.folder import ImageFolder
+
+    ds = ImageFolder(ROOT / "src/rnsf/data/demo", image_size=None, resize="none")
+    return torch.stack([ds[i]["image"] for i in range(len(ds))])
+
+
+@pytest.fixture(scope="session")
+def small_set(demo_images) -> torch.Tensor:
+    """Four 32x32 images (downsampled demo crops) for analytic-prior tests."""
+    return torch.nn.functional.avg_pool2d(demo_images[[0, 5, 9, 13]], 2)
