@@ -29,8 +29,9 @@ def main(cfg: DictConfig) -> None:
         logger = WandbLogger(project="rnsf-prior", save_dir=str(out), name=cfg.run_name)
     else:
         logger = CSVLogger(save_dir=str(out), name="csv")
-    trainer = hydra.utils.instantiate(cfg.trainer, logger=logger)
-    trainer.fit(module, loader)
+    checkpoint = hydra.utils.instantiate(cfg.checkpoint)
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=logger, callbacks=[checkpoint])
+    trainer.fit(module, loader, ckpt_path=cfg.ckpt_path)
 
     payload = module.export()
     payload["seed"] = cfg.seed

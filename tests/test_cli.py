@@ -84,12 +84,15 @@ def test_sweep_runs_four_distinct_jobs(tmp_path):
     result = run(["-m", "schedule=exp,linear", "task=sr4,sr8", *TINY, f"hydra.sweep.dir={sweep}"])
     assert result.returncode == 0, result.stderr[-2000:]
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name[0].isdigit())
-    assert jobs == [
-        "0_schedule=exp,task=sr4",
-        "1_schedule=exp,task=sr8",
-        "2_schedule=linear,task=sr4",
-        "3_schedule=linear,task=sr8",
+    suffixes = [
+        "schedule=exp,task=sr4",
+        "schedule=exp,task=sr8",
+        "schedule=linear,task=sr4",
+        "schedule=linear,task=sr8",
     ]
+    assert len(jobs) == 4
+    for i, (job, suffix) in enumerate(zip(jobs, suffixes, strict=True)):
+        assert job.startswith(f"{i}_") and job.endswith(suffix), job
     seen = {
         (m["schedule"], m["task"])
         for m in (json.loads((sweep / j / "metrics.json").read_text()) for j in jobs)
@@ -115,7 +118,7 @@ def test_result_does_not_depend_on_batch_size(tmp_path):
     for a, b in zip(r1, r4, strict=True):
         assert a["name"] == b["name"]
         assert abs(float(a["psnr"]) - float(b["psnr"])) < 1e-3
-    for name in ("astronaut_1_1", "coffee_0_0"):
+    for name in ("astronaut_0_1", "astronaut_1_1"):
         a = np.asarray(Image.open(results[1] / f"images/restored/{name}.png"), dtype=int)
         b = np.asarray(Image.open(results[4] / f"images/restored/{name}.png"), dtype=int)
         assert np.abs(a - b).max() <= 1
@@ -188,8 +191,8 @@ def test_corrupt_image(tmp_path):
 
 def test_sizes_the_operator_or_model_cannot_take(tmp_path):
     _assert_one_line_error(
-        run(["dataset.image_size=60", "dataset.resize=resize", *TINY]),
-        "60x60",
+        run(["dataset.image_size=66", "dataset.resize=resize", *TINY]),
+        "66x66",
         "not divisible by the SR factor 4",
     )
     _assert_one_line_error(

@@ -17,7 +17,9 @@ def fail(message: str) -> None:
 
 
 def exit_on_user_error(func):
-    """Turn a UserError raised by a job into one line on stderr and exit status 2."""
+    """Turn a UserError raised by a job into one line on stderr and exit status 2. A bad
+    value that a config'd constructor rejects (ValueError) counts as a user error too."""
+    from hydra.errors import InstantiationException
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -25,6 +27,13 @@ def exit_on_user_error(func):
             return func(*args, **kwargs)
         except UserError as err:
             fail(str(err))
+        except InstantiationException as err:
+            cause = err.__cause__
+            while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
+                cause = cause.__cause__
+            if isinstance(cause, UserError | ValueError):
+                fail(str(cause))
+            raise
 
     return wrapper
 
