@@ -2,5 +2,19 @@
 
 from rnsf.methods.base import Callback, Method, Pinv, StepInfo
 from rnsf.methods.ddnm import DDNM, RNSF
+from rnsf.methods.ddrm import DDRM
+from rnsf.methods.dps import DPS
+from rnsf.methods.ssd import SSD, SSDPlus
 
-__all__ = ["DDNM", "RNSF", "Callback", "Method", "Pinv", "StepInfo"]
+__all__ = [
+    "DDNM",
+    "DDRM",
+    "DPS",
+    "RNSF",
+    "SSD",
+    "Callback",
+    "Method",
+    "Pinv",
+    "SSDPlus",
+    "StepInfo",
+]

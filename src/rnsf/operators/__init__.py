@@ -2,6 +2,9 @@
 
 from rnsf.operators.base import LinearOperator, SVDOperator
 from rnsf.operators.colorization import Colorization
+from rnsf.operators.compat import UpstreamDeblurring
+from rnsf.operators.composition import Composition
+from rnsf.operators.cs import WalshHadamardCS
 from rnsf.operators.identity import Denoising
 from rnsf.operators.inpainting import BoxInpainting, FileInpainting, Inpainting, RandomInpainting
 from rnsf.operators.separable import AverageSR, BicubicSR, GaussianBlur, SeparableOperator
@@ -12,6 +15,7 @@ __all__ = [
     "BicubicSR",
     "BoxInpainting",
     "Colorization",
+    "Composition",
     "Denoising",
     "FileInpainting",
     "GaussianBlur",
@@ -21,4 +25,6 @@ __all__ = [
     "SVDOperator",
     "SeparableOperator",
     "Task",
+    "UpstreamDeblurring",
+    "WalshHadamardCS",
 ]

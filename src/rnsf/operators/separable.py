@@ -214,14 +214,27 @@ class AverageSR(SeparableOperator):
 
 class GaussianBlur(SeparableOperator):
     """A clean separable Gaussian blur: a normalised, symmetric kernel of `kernel_size` taps
-    with standard deviation `sigma` pixels, reflect padding at the border. 1-D singular values
-    below `zero_below` are zeroed (the blur is then exactly this truncated operator)."""
+    with standard deviation `sigma` pixels, reflect padding at the border (edge not repeated).
 
-    def __init__(self, sigma: float = 3.0, kernel_size: int = 19, zero_below: float = 3e-2) -> None:
+    1-D singular values below `zero_below` are zeroed and, by default, A is exactly that
+    truncated operator, so A A† A = A holds and A† is stable. `exact_forward: true` applies
+    the untruncated blur in A (the measurement of DPS's protocol: a depthwise convolution after
+    `ReflectionPad2d`) while A† and the SVD keep the truncation.
+    """
+
+    def __init__(
+        self,
+        sigma: float = 3.0,
+        kernel_size: int = 19,
+        zero_below: float = 3e-2,
+        exact_forward: bool = False,
+    ) -> None:
         super().__init__(zero_below)
         if kernel_size % 2 == 0 or kernel_size < 1:
             raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
         self.sigma, self.kernel_size = float(sigma), int(kernel_size)
+        self.exact_forward = bool(exact_forward)
+        self._exact_matrices: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def kernel(self) -> torch.Tensor:
         x = torch.arange(self.kernel_size, dtype=torch.float64) - self.kernel_size // 2
@@ -239,6 +252,24 @@ class GaussianBlur(SeparableOperator):
                 j = -j if j < 0 else (2 * n - 2 - j if j >= n else j)  # reflect, edge not repeated
                 rows[i, j] += k[tap]
         return rows
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.exact_forward:
+            return super().A(x)
+        key = (x.shape[-2], x.shape[-1], x.device, x.dtype)
+        if key not in self._exact_matrices:
+            self._exact_matrices[key] = tuple(
+                self.matrix(n).to(device=x.device, dtype=x.dtype) for n in key[:2]
+            )
+        mh, mw = self._exact_matrices[key]
+        return mh @ x @ mw.T
+
+    def check_image_size(self, height: int, width: int) -> None:
+        if self.kernel_size // 2 >= min(height, width):
+            raise ValueError(
+                f"image size {height}x{width} is smaller than the blur kernel "
+                f"({self.kernel_size} taps); use larger images or task.operator.kernel_size"
+            )
 
 
 def _check_divisible(height: int, width: int, factor: int) -> None:

@@ -1,0 +1,132 @@
+"""SSD and SSD+ (Liu et al., IJCAI 2024, "Shortcut Sampling for Diffusion"), after the official
+code (GongyeLiu/SSD `trainer/trainer.py` L255-420, `trainer/sampler.py` L34-39, L229-332).
+
+1. Distortion-adaptive (DA) inversion: from x = A†y at t = 0 up to the transitional state at
+   t₀ − 1, x_{i+1} = √ᾱ_{i+1} f + √(1 − ᾱ_{i+1} − η_inv β̂_{i+1}) ε + √(η_inv β̂_{i+1}) z with
+   f = clamp(x̂₀) and β̂ the respaced beta.
+2. Generation with back projection: x̂₀ = clamp(x̂₀); x̂₀ ← x̂₀ − A†(A x̂₀ − y); then
+   x_prev = √ᾱ_prev x̂₀ + √(1−η²) √(1−ᾱ_prev) ε + η √(1−ᾱ_prev) z. SSD+ stops projecting once
+   t falls below `stop_consistency_t`.
+
+Both chains run on timesteps round(k (t₀ − 1) / (N − 1)), k = 0 … N − 1 (`create_space_timesteps`).
+The inversion calls the network F − 1 times, the generation B times: SSD-100 (F/B = 15/85) makes
+99 calls, SSD-30 (5/25) 29.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+from rnsf.methods.base import Method, StepInfo
+from rnsf.operators.colorization import Colorization
+from rnsf.utils.random import randn
+
+#: official forward / backward step counts (run/infer_*_100.sh and *_30.sh)
+STEP_PRESETS = {100: (15, 85), 30: (5, 25)}
+
+
+def spaced_timesteps(t0: int, count: int) -> list[int]:
+    """round(k (t₀ − 1) / (count − 1)) for k = 0 … count − 1 (Python's round, as upstream)."""
+    if count < 2:
+        raise ValueError(f"SSD needs at least 2 timesteps per chain, got {count}")
+    return [round(k * (t0 - 1) / (count - 1)) for k in range(count)]
+
+
+@dataclass(kw_only=True)
+class SSD(Method):
+    """`steps` picks the official F/B split (100 → 15/85, 30 → 5/25; otherwise F = ⌈0.15 S⌉);
+    `forward_steps`/`backward_steps` set it directly. `insert_step` t₀ and `noise_eta` (the
+    inversion's η) default per operator as the official scripts: t₀ = 550 and η = 0.4, but
+    t₀ = 750 and η = 0.8 for colorization; `ddim_eta` 0.8 (`configs/inference/*.yaml`)."""
+
+    steps: int = 100
+    forward_steps: int | None = None
+    backward_steps: int | None = None
+    insert_step: int | None = None
+    noise_eta: float | None = None
+    ddim_eta: float = 0.8
+    consistency_until: int | None = None  # SSD+: last projected t (None: project every step)
+    name: str = field(default="ssd", init=False)
+
+    def __post_init__(self) -> None:
+        f, b = STEP_PRESETS.get(self.steps, (math.ceil(0.15 * self.steps), None))
+        self.forward_steps = self.forward_steps or f
+        self.backward_steps = self.backward_steps or b or self.steps - self.forward_steps
+        if self.forward_steps < 2 or self.backward_steps < 1:
+            raise ValueError(
+                f"SSD needs forward_steps >= 2 and backward_steps >= 1, got "
+                f"{self.forward_steps}/{self.backward_steps}"
+            )
+
+    @property
+    def nfe(self) -> int:
+        return self.forward_steps - 1 + self.backward_steps
+
+    def settings(self, operator) -> tuple[int, float]:
+        """(t₀, inversion η) for this operator: the official per-task values unless set."""
+        colour = isinstance(operator, Colorization)
+        t0 = self.insert_step or (750 if colour else 550)
+        eta = self.noise_eta if self.noise_eta is not None else (0.8 if colour else 0.4)
+        return t0, eta
+
+    def project_at(self, index: int, t0: int) -> bool:
+        """SSD projects at every generation step; SSD+ at the first ⌊(t₀ − stop)/t₀ · B⌋."""
+        if self.consistency_until is None:
+            return True
+        return index < int((t0 - self.consistency_until) / t0 * self.backward_steps)
+
+    def restore(self, y, operator, denoiser, generators, *, sigma_y=0.0, callback=None):
+        abar = denoiser._abar.tolist()
+        t0, eta_inv = self.settings(operator)
+        forward = spaced_timesteps(t0, self.forward_steps)
+        backward = spaced_timesteps(t0, self.backward_steps)
+        x_shape = operator.x_shape(y.shape)
+
+        def noise():
+            return randn(x_shape[1:], generators, y.device, y.dtype)
+
+        def x0_of(x, t):
+            eps = denoiser.eps(x, t)
+            a = abar[t + 1]
+            return eps, ((x - math.sqrt(1 - a) * eps) / math.sqrt(a)).clamp(-1, 1)
+
+        nfe = 0
+        # 1. DA inversion from A†y (t = 0) to the transitional state at t₀ − 1
+        x = operator.A_pinv(y)
+        for t, t_up in itertools.pairwise(forward):
+            eps, f = x0_of(x, t)
+            a_up = abar[t_up + 1]
+            beta_hat = 1 - a_up / abar[t + 1]
+            x = (
+                math.sqrt(a_up) * f
+                + math.sqrt(max(1 - a_up - eta_inv * beta_hat, 0.0)) * eps
+                + math.sqrt(eta_inv * beta_hat) * noise()
+            )
+            if callback is not None:
+                callback(StepInfo(index=nfe, t=t, x=x, x0=f, x0_corrected=f))
+            nfe += 1
+        # 2. generation with back projection from t₀ − 1 down to 0
+        eta = self.ddim_eta
+        for index, i in enumerate(reversed(range(self.backward_steps))):
+            t = backward[i]
+            a_prev = abar[backward[i - 1] + 1] if i > 0 else 1.0
+            eps, x0 = x0_of(x, t)
+            x0_proj = x0 - operator.A_pinv(operator.A(x0) - y) if self.project_at(index, t0) else x0
+            x = math.sqrt(a_prev) * x0_proj + math.sqrt(1 - a_prev) * (
+                math.sqrt(1 - eta**2) * eps + eta * noise()
+            )
+            if callback is not None:
+                callback(StepInfo(index=nfe, t=t, x=x, x0=x0, x0_corrected=x0_proj))
+            nfe += 1
+        return x
+
+
+@dataclass(kw_only=True)
+class SSDPlus(SSD):
+    """SSD+: back projection only while t ≳ `consistency_until` (default 200, `inference_ir.py`
+    `--stop_consistency_timestep 200`), for noisy or inexact measurements."""
+
+    consistency_until: int | None = 200
+    name: str = field(default="ssd_plus", init=False)

@@ -1,0 +1,63 @@
+"""RestorationModule inside Lightning's test loop, for every method (DPS needs autograd there)."""
+
+from __future__ import annotations
+
+import json
+
+import lightning as L
+import numpy as np
+import pytest
+from PIL import Image
+
+from rnsf.data import RestorationDataModule
+from rnsf.denoisers import FiniteSetPrior
+from rnsf.engine.module import RestorationModule
+from rnsf.methods import DDNM, DDRM, DPS, RNSF, SSD, Pinv
+from rnsf.operators import BicubicSR, Task
+from rnsf.schedules import ExpSchedule
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory, small_set):
+    root = tmp_path_factory.mktemp("imgs")
+    for i, img in enumerate(small_set[:3]):
+        array = ((img.permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
+        Image.fromarray(array).save(root / f"img{i}.png")
+    return root
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        Pinv(),
+        DDNM(steps=5),
+        RNSF(steps=5, schedule=ExpSchedule()),
+        DDRM(steps=5),
+        SSD(steps=30),
+        DPS(),
+    ],
+    ids=lambda m: m.name,
+)
+def test_test_loop_for_every_method(method, folder, tmp_path):
+    data = RestorationDataModule(root=str(folder), image_size=None, resize="none", batch_size=2)
+    images = next(iter(data.test_dataloader()))["image"]
+    prior = FiniteSetPrior(images)
+    module = RestorationModule(
+        prior,
+        method,
+        Task("sr4", BicubicSR(4)),
+        output_dir=tmp_path,
+        run_info={"method": method.name},
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        inference_mode=False,
+    )
+    trainer.test(module, datamodule=data, verbose=False)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["n_images"] == 3 and metrics["method"] == method.name
+    assert (tmp_path / "images/restored/img2.png").is_file()
+    assert metrics["psnr"] > (15 if method.name == "pinv" else 25)
