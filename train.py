@@ -31,7 +31,8 @@ def main(cfg: DictConfig) -> None:
         logger = CSVLogger(save_dir=str(out), name="csv")
     checkpoint = hydra.utils.instantiate(cfg.checkpoint)
     trainer = hydra.utils.instantiate(cfg.trainer, logger=logger, callbacks=[checkpoint])
-    trainer.fit(module, loader, ckpt_path=cfg.ckpt_path)
+    # resuming reads our own checkpoint, whose hyper-parameters may hold OmegaConf containers
+    trainer.fit(module, loader, ckpt_path=cfg.ckpt_path, weights_only=False)
 
     payload = module.export()
     payload["seed"] = cfg.seed

@@ -123,6 +123,7 @@ def run_info(cfg, choices, datamodule, task, method) -> dict:
         "nfe": method.nfe,
         "steps": method.steps,
         "eta": getattr(method, "eta", None),
+        "method_params": method.hyperparameters(),
         "seed": cfg.seed,
         "git_sha": git_sha(),
         "overrides": job_overrides(),

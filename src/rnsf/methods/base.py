@@ -52,8 +52,17 @@ class Method:
     ) -> torch.Tensor:
         raise NotImplementedError
 
-    def describe(self) -> dict:
-        return {"method": self.name, "steps": self.steps, "nfe": self.nfe}
+    def hyperparameters(self) -> dict:
+        """The method's settings, for metrics.json (dataclass fields; schedules by value)."""
+        import dataclasses
+
+        if not dataclasses.is_dataclass(self):
+            return {}
+        params = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            params[f.name] = vars(value) if dataclasses.is_dataclass(value) else value
+        return params
 
 
 class Pinv(Method):

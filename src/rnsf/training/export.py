@@ -14,10 +14,19 @@ from rnsf.training.prior import PriorTraining
 
 
 def export_checkpoint(ckpt: Path, out: Path) -> dict:
-    module = PriorTraining.load_from_checkpoint(str(ckpt), map_location="cpu")
+    # a training checkpoint of this project (hyper-parameters may hold OmegaConf containers);
+    # never point this at a file from elsewhere
+    module = PriorTraining.load_from_checkpoint(str(ckpt), map_location="cpu", weights_only=False)
     payload = module.export()
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     payload["steps"] = int(state.get("global_step", payload["steps"]))
+    run_config = ckpt.resolve().parent.parent / ".hydra" / "config.yaml"
+    if run_config.is_file():  # the training run's config, for provenance
+        from omegaconf import OmegaConf
+
+        config = OmegaConf.to_container(OmegaConf.load(run_config), resolve=False)
+        payload["train_config"] = config
+        payload["seed"] = config.get("seed")
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(payload, out)
     return payload

@@ -22,6 +22,7 @@ class PriorTraining(L.LightningModule):
         ema_decay: float = 0.999,
     ) -> None:
         super().__init__()
+        channels = tuple(int(c) for c in channels)  # plain types in the checkpoint
         self.save_hyperparameters()
         self.net = TinyUNet(channels=tuple(channels), num_res_blocks=num_res_blocks)
         self.ema = AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(ema_decay))

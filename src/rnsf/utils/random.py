@@ -21,6 +21,12 @@ def image_generators(
     return [torch.Generator(device=device).manual_seed(image_seed(seed, int(i))) for i in indices]
 
 
+def _per_image(sample, shape, generators, device, dtype) -> torch.Tensor:
+    return torch.stack(
+        [sample(tuple(shape), generator=g, device=device, dtype=dtype) for g in generators]
+    )
+
+
 def randn(
     shape: Sequence[int],
     generators: Sequence[torch.Generator],
@@ -28,9 +34,7 @@ def randn(
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """A batch of standard normal tensors of per-image `shape`, image b drawn from generator b."""
-    return torch.stack(
-        [torch.randn(tuple(shape), generator=g, device=device, dtype=dtype) for g in generators]
-    )
+    return _per_image(torch.randn, shape, generators, device, dtype)
 
 
 def rand(
@@ -40,6 +44,4 @@ def rand(
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Like `randn`, uniform on [0, 1)."""
-    return torch.stack(
-        [torch.rand(tuple(shape), generator=g, device=device, dtype=dtype) for g in generators]
-    )
+    return _per_image(torch.rand, shape, generators, device, dtype)
