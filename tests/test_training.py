@@ -27,7 +27,7 @@ def test_train_command_exports_loadable_weights(tmp_path):
         "model.channels=[8,16]",
         "model.num_res_blocks=1",
         f"hydra.run.dir={tmp_path}",
-        "trainer.enable_progress_bar=false",
+        "+trainer.enable_progress_bar=false",
     ]
     env = {**os.environ, "WANDB_MODE": "offline"}
     result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
