@@ -71,14 +71,16 @@ class DDNM(Method):
             x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
             # Theorem 3.1: x̃₀ = λ_t [A†y + (I − A†A) x̂₀] + (1 − λ_t) x̂₀ = x̂₀ − λ_t A†(A x̂₀ − y)
             lam = self.fusion_weight(t / NUM_TIMESTEPS)
-            correction = operator.A_pinv(operator.A(x0) - y)
             sigma_t, a = math.sqrt(1 - a_next), math.sqrt(a_next)
-            if sigma_y > 0:  # DDNM+: damp the correction where y's noise exceeds the budget σ_t
-                correction = operator.V(
-                    self._ddnm_plus_weight(operator, x0, a, sigma_t, sigma_y)
-                    * operator.Vt(correction)
-                )
-            x0_tilde = x0 - lam * correction if lam != 0.0 else x0
+            x0_tilde = x0
+            if lam != 0.0:  # λ = 0 keeps x̂₀: no projection to compute
+                correction = operator.A_pinv(operator.A(x0) - y)
+                if sigma_y > 0:  # DDNM+: damp the correction where y's noise exceeds σ_t
+                    correction = operator.V(
+                        self._ddnm_plus_weight(operator, x0, a, sigma_t, sigma_y)
+                        * operator.Vt(correction)
+                    )
+                x0_tilde = x0 - lam * correction
             # x_{t'} = √ᾱ_{t'} x̃₀ + √(1−ᾱ_{t'}) (η z + √(1−η²) ε),  z ~ N(0, I)
             if sigma_y > 0:
                 x = a * x0_tilde + self._ddnm_plus_noise(

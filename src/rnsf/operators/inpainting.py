@@ -60,9 +60,6 @@ class MaskFactory(LinearOperator):
     def bind(self, x_shape, generators) -> Inpainting:
         return Inpainting(self.mask(x_shape[-2], x_shape[-1], generators))
 
-    def x_shape(self, y_shape):
-        return tuple(y_shape)
-
     def A(self, x):  # pragma: no cover - guarded misuse
         raise RuntimeError(f"{type(self).__name__} must be bound to a batch first (call .bind)")
 
