@@ -1,0 +1,19 @@
+"""Result tables and figures from job folders:  python -m rnsf.report <folders…>.
+
+`collect` reads every `metrics.json` under the given folders into one tidy frame (one row per
+job); `paper_table` pivots it into the paper's layout (rows = method and steps, columns =
+task × metric); `write_report` writes Markdown, CSV and LaTeX tables and a figure.
+"""
+
+from rnsf.report.collect import collect, method_label
+from rnsf.report.figures import plot_metrics
+from rnsf.report.tables import paper_table, with_reference, write_report
+
+__all__ = [
+    "collect",
+    "method_label",
+    "paper_table",
+    "plot_metrics",
+    "with_reference",
+    "write_report",
+]

@@ -1,0 +1,91 @@
+"""python -m rnsf.report <run or sweep folders…> [--reference [CSV]] [--out DIR]
+
+Collects the `metrics.json` of every job under the folders and writes, into `--out`
+(default: `<folder>/report` for one folder, `outputs/report` otherwise), the tidy
+`results.csv`, one table per dataset as Markdown, CSV and LaTeX in the paper's layout, and a
+figure; the Markdown is printed too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from rnsf.report.collect import METRICS, collect
+from rnsf.report.figures import FIGURE_AXES
+from rnsf.report.tables import write_report
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m rnsf.report", description=__doc__.split("\n\n")[1].strip()
+    )
+    parser.add_argument(
+        "folders", nargs="+", type=Path, help="run or sweep folders (searched recursively)"
+    )
+    parser.add_argument("--out", type=Path, help="where to write the tables and the figure")
+    parser.add_argument(
+        "--reference",
+        nargs="?",
+        const="default",
+        default=None,
+        metavar="CSV",
+        help="print the published numbers under the reproduced ones (default: the paper's tables)",
+    )
+    parser.add_argument("--metrics", help=f"comma-separated subset of {', '.join(METRICS)}")
+    parser.add_argument(
+        "--figure",
+        choices=[*FIGURE_AXES, "none"],
+        default="auto",
+        help="x axis of the figure: steps, schedule, method, or none",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    metrics = args.metrics.split(",") if args.metrics else None
+    unknown = [m for m in metrics or [] if m not in METRICS]
+    if unknown:
+        print(
+            f"error: unknown metric {unknown[0]!r}; choose from {', '.join(METRICS)}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        frame = collect(args.folders)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if frame.empty:
+        print(
+            f"error: no metrics.json under {', '.join(map(str, args.folders))}; "
+            "pass the folders of finished runs or sweeps",
+            file=sys.stderr,
+        )
+        return 2
+    reference = None
+    if args.reference:
+        from rnsf.data.reference import load_reference
+
+        reference = load_reference(None if args.reference == "default" else args.reference)
+    out = args.out or (
+        args.folders[0] / "report" if len(args.folders) == 1 else Path("outputs/report")
+    )
+    text = write_report(
+        frame,
+        out,
+        reference=reference,
+        metrics=metrics,
+        figure=None if args.figure == "none" else args.figure,
+    )
+    print(text)
+    print(f"{len(frame)} jobs; tables and figure in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
