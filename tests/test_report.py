@@ -116,6 +116,18 @@ def test_reference_rows_sit_under_the_reproduced_ones(sweep):
         },
         {
             "table": "1",
+            "dataset": "demo",
+            "method": "rnsf",
+            "task": "sr4",
+            "steps": 100,
+            "psnr": 32.0,
+            "ssim": None,
+            "fid": 19.0,
+            "lpips": 0.2,
+            "note": "",
+        },
+        {
+            "table": "1",
             "dataset": "other",
             "method": "ddnm",
             "task": "sr4",
