@@ -1,8 +1,22 @@
-"""ε-prediction denoisers: the built-in prior, analytic priors, (pretrained networks)."""
+"""ε-prediction denoisers: the built-in prior, pretrained 256×256 networks, analytic priors."""
 
+from rnsf.denoisers.adm import ADMUNet
 from rnsf.denoisers.analytic import FiniteSetPrior, GaussianPrior
 from rnsf.denoisers.base import Denoiser
 from rnsf.denoisers.builtin import load_tiny_prior
+from rnsf.denoisers.ddpm import DDPMUNet
+from rnsf.denoisers.pretrained import PretrainedDenoiser, load_adm, load_ddpm
 from rnsf.denoisers.tiny_unet import TinyUNet
 
-__all__ = ["Denoiser", "FiniteSetPrior", "GaussianPrior", "TinyUNet", "load_tiny_prior"]
+__all__ = [
+    "ADMUNet",
+    "DDPMUNet",
+    "Denoiser",
+    "FiniteSetPrior",
+    "GaussianPrior",
+    "PretrainedDenoiser",
+    "TinyUNet",
+    "load_adm",
+    "load_ddpm",
+    "load_tiny_prior",
+]

@@ -1,0 +1,190 @@
+"""Download a known checkpoint into place and verify it.
+
+    python -m rnsf.download model=adm_imagenet256            # the preset's model.checkpoint
+    python -m rnsf.download model=ddpm_celebahq256 paths.checkpoint_dir=/data/ckpt
+    python -m rnsf.download ffhq_10m.pt                      # by upstream file name
+    python -m rnsf.download --list                           # the registry
+
+The file is streamed to a temporary file next to its destination, with a progress bar, its size
+and SHA-256 are checked when the registry knows them, and only then is it renamed into place;
+a failed, rejected or interrupted download leaves nothing behind. An existing file is verified
+and kept (`--force` downloads again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tqdm import tqdm
+
+from rnsf.denoisers.checkpoints import RELEASES, Release
+from rnsf.utils.errors import UserError
+
+CHUNK = 1 << 20
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(path: Path, known: Release) -> None:
+    """Raise a UserError when `path` does not have the known size or SHA-256."""
+    size = path.stat().st_size
+    if known.num_bytes is not None and size != known.num_bytes:
+        raise UserError(f"{path} has {size:,} bytes, {known.file} has {known.num_bytes:,}")
+    if known.sha256 is not None:
+        digest = sha256_of(path)
+        if digest != known.sha256:
+            raise UserError(f"{path} has sha256 {digest}, {known.file} has {known.sha256}")
+
+
+def fetch(url: str, dest: str | Path, known: Release, progress: bool = True) -> Path:
+    """Stream `url` to `dest` through a temporary file, check size and SHA-256 (when known)
+    and rename it into place; on any failure remove the temporary file and raise."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    tmp = Path(tmp_name)
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+            kind = response.headers.get("Content-Type", "") or ""
+            if kind.startswith(("text/html", "application/xml", "text/xml")):
+                raise UserError(f"{url} answered with a {kind.split(';')[0]} page, not a file")
+            length = response.headers.get("Content-Length")
+            total = int(length) if length else known.num_bytes
+            with tqdm(
+                total=total,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=dest.name,
+                disable=not progress,
+            ) as bar:
+                for block in iter(lambda: response.read(CHUNK), b""):
+                    out.write(block)
+                    digest.update(block)
+                    bar.update(len(block))
+        size = tmp.stat().st_size
+        if known.num_bytes is not None and size != known.num_bytes:
+            raise UserError(
+                f"download of {known.file} from {url} has {size:,} bytes, expected "
+                f"{known.num_bytes:,}; nothing was written"
+            )
+        if known.sha256 is not None and digest.hexdigest() != known.sha256:
+            raise UserError(
+                f"download of {known.file} from {url} has sha256 {digest.hexdigest()}, expected "
+                f"{known.sha256}; nothing was written"
+            )
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def download(
+    known: Release,
+    dest: str | Path,
+    urls: list[str] | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Put `known` at `dest`, trying `urls` (default: the official address, then the mirrors)
+    in order. An existing file is verified and kept unless `force`."""
+    dest = Path(dest)
+    if dest.exists() and not force:
+        try:
+            verify(dest, known)
+        except UserError as err:
+            raise UserError(f"{err}; pass --force to download it again") from None
+        print(f"{dest} is already there", file=sys.stderr)
+        return dest
+    errors = []
+    for url in urls or known.urls:
+        print(f"downloading {known.file} from {url}", file=sys.stderr)
+        try:
+            return fetch(url, dest, known, progress)
+        except (urllib.error.URLError, OSError, UserError) as err:
+            reason = getattr(err, "reason", None) or str(err)
+            errors.append(f"{url}: {reason}")
+            print(f"  failed: {reason}", file=sys.stderr)
+    extra = f" ({known.note})" if known.note else ""
+    raise UserError(
+        f"could not download {known.file}{extra}: {'; '.join(errors)}; fetch it by hand "
+        f"({known.source}) and put it at {dest}"
+    )
+
+
+def resolve(targets: list[str], conf_dir: Path | None = None) -> tuple[Release, Path]:
+    """The release and destination named by Hydra overrides (`model=…`, `model.checkpoint=…`,
+    `paths.checkpoint_dir=…`) or by an upstream file name."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from rnsf.utils.cli import CONF_DIR
+
+    overrides = [a for a in targets if "=" in a]
+    names = [a for a in targets if "=" not in a]
+    if len(names) > 1 or (names and any(o.startswith("model=") for o in overrides)):
+        raise UserError(f"name one checkpoint, got {targets}")
+    try:
+        with initialize_config_dir(str(conf_dir or CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=overrides)
+        if names:
+            file = names[0]
+            dest = Path(cfg.paths.checkpoint_dir) / file
+        else:
+            file = cfg.model.get("release")
+            dest = Path(cfg.model.checkpoint) if file else None
+    except (HydraException, OmegaConfBaseException) as err:
+        raise UserError(str(err).strip().splitlines()[0]) from None
+    if file is None:
+        raise UserError(
+            f"model {cfg.model.name} has no checkpoint to download; pick a pretrained preset "
+            f"(model=adm_imagenet256, …) or a file: {', '.join(RELEASES)}"
+        )
+    if file not in RELEASES:
+        raise UserError(f"unknown checkpoint {file!r}; known: {', '.join(RELEASES)}")
+    return RELEASES[file], dest
+
+
+def main(argv: list[str] | None = None) -> None:
+    from rnsf.utils.cli import fail
+
+    parser = argparse.ArgumentParser(
+        prog="python -m rnsf.download", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("targets", nargs="*", help="model=PRESET [key=value …] or a file name")
+    parser.add_argument("--list", action="store_true", help="list the known checkpoints")
+    parser.add_argument("--url", help="download from this address instead (e.g. a mirror)")
+    parser.add_argument("--force", action="store_true", help="download even if the file exists")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.list or not args.targets:
+        for r in RELEASES.values():
+            size = f"{r.num_bytes:,} bytes" if r.num_bytes else r.size
+            print(f"{r.file}\t{size}\tsha256 {r.sha256 or '-'}\t{r.url}")
+        return
+    try:
+        known, dest = resolve(args.targets)
+        path = download(known, dest, [args.url] if args.url else None, args.force, not args.quiet)
+    except UserError as err:
+        fail(str(err))
+    print(f"{path} ({path.stat().st_size:,} bytes)")
+
+
+if __name__ == "__main__":
+    main()
