@@ -31,7 +31,9 @@ def collate(items: list[dict]) -> dict:
 class RestorationDataModule(L.LightningDataModule):
     """Images for `test` (clean, to be degraded) or `predict` (measurements y, no ground truth).
 
-    `root: null` means the built-in demo folder.
+    `root: null` means the built-in demo folder. `list_file` is a path or the name of a list
+    that ships with rnsf; `num_images`, `expected` and `source` describe a benchmark set
+    (see `ImageFolder`).
     """
 
     def __init__(
@@ -46,6 +48,9 @@ class RestorationDataModule(L.LightningDataModule):
         batch_size: int = 1,
         num_workers: int = 0,
         measurements: bool = False,
+        num_images: int | None = None,
+        expected: str | None = None,
+        source: str | None = None,
     ) -> None:
         super().__init__()
         self.name = name
@@ -58,6 +63,9 @@ class RestorationDataModule(L.LightningDataModule):
             interpolation=interpolation,
             list_file=list_file,
             limit=limit,
+            num_images=num_images,
+            expected=expected,
+            source=source,
         )
         if batch_size < 1:
             from rnsf.utils.errors import UserError
@@ -88,4 +96,7 @@ class RestorationDataModule(L.LightningDataModule):
             "image_size": ds.image_size,
             "resize": ds.resize,
             "interpolation": ds.interpolation,
+            "list_file": ds.list_file,
+            "num_images": ds.num_images,
+            "limit": ds.limit,
         }

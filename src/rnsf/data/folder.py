@@ -6,6 +6,9 @@ Resize policy (`resize`), applied with PIL before conversion to [-1, 1]:
 - `resize`: resize to `image_size` × `image_size` without cropping (DDNM/DDRM's CelebA-HQ);
 - `none`: use the file as it is (every image of a batch must then have the same size).
 `interpolation` is `bilinear` (upstream's choice), `bicubic`, `lanczos` or `nearest`.
+
+`list_file` selects and orders the files: a path, or the name of a list in `lists/` that ships
+with rnsf (`imagenet_val_1k`: DDRM's 1,000 ImageNet validation images).
 """
 
 from __future__ import annotations
@@ -27,38 +30,91 @@ INTERPOLATIONS = {
 }
 
 
-def list_images(root: Path, list_file: str | Path | None = None) -> list[Path]:
-    """The dataset's files: those named in `list_file` (first column, relative to root), or
-    every image under root, sorted by path."""
+#: lists that ship with rnsf, selectable by name in `dataset.list_file`
+LISTS_DIR = Path(__file__).with_name("lists")
+
+
+def package_lists() -> list[str]:
+    """Names of the image lists that ship with rnsf (`imagenet_val_1k`, …)."""
+    return sorted(p.stem for p in LISTS_DIR.glob("*.txt"))
+
+
+def resolve_list_file(list_file: str | Path) -> Path:
+    """The list file at a path, or the package list of that name (`imagenet_val_1k`)."""
+    path = Path(list_file).expanduser()
+    if path.is_file():
+        return path
+    for candidate in (LISTS_DIR / str(list_file), LISTS_DIR / f"{list_file}.txt"):
+        if candidate.is_file():
+            return candidate
+    raise UserError(
+        f"dataset.list_file={list_file} is neither a file nor a list that ships with rnsf "
+        f"({', '.join(package_lists())}); fix dataset.list_file"
+    )
+
+
+def _expectation(expected: str | None, source: str | None) -> str:
+    """'expected …, from …; ' for error messages; empty without a hint."""
+    if not expected:
+        return ""
+    return f"expected {expected}" + (f", from {source}" if source else "") + "; "
+
+
+def list_images(
+    root: Path,
+    list_file: str | Path | None = None,
+    expected: str | None = None,
+    source: str | None = None,
+) -> list[Path]:
+    """The dataset's files: those named in `list_file` (first column, relative to root; bare
+    file names are also found in sub-folders, as in ImageNet's class-folder layout), or every
+    image under root, sorted by path. `expected` and `source` describe the files and where to
+    get them in the error messages."""
+    hint = _expectation(expected, source)
+    fix = "set dataset.root=/path/to/them" if hint else "set dataset.root to a folder of images"
     if not root.is_dir():
-        raise UserError(
-            f"dataset folder {root} does not exist; set dataset.root to a folder of images"
-        )
+        raise UserError(f"dataset folder {root} does not exist; {hint}{fix}")
     if list_file is not None:
-        list_path = Path(list_file)
-        if not list_path.is_file():
-            raise UserError(f"dataset list file {list_path} does not exist; fix dataset.list_file")
+        list_path = resolve_list_file(list_file)
         names = [ln.split()[0] for ln in list_path.read_text().splitlines() if ln.strip()]
-        paths = [root / n for n in names]
+        paths = _locate(root, names)
         missing = [p for p in paths if not p.is_file()]
         if missing:
             raise UserError(
-                f"{len(missing)} of {len(paths)} files listed in {list_path} are missing under "
-                f"{root} (first: {missing[0].name}); put them there or fix dataset.root"
+                f"{len(missing)} of {len(paths)} files listed in {list_path.name} are missing "
+                f"under {root} (first: {missing[0].name}); "
+                + (f"{hint}{fix}" if hint else "put them there or fix dataset.root")
             )
     else:
         paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not paths:
         raise UserError(
-            f"dataset folder {root} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
-            "set dataset.root to a folder of images"
+            f"dataset folder {root} holds no images ({', '.join(IMAGE_EXTENSIONS)}); {hint}{fix}"
         )
     return paths
 
 
+def _locate(root: Path, names: list[str]) -> list[Path]:
+    """root/name for each listed name; a bare file name that is not there is looked up by name
+    in root's sub-folders (a missing one stays root/name)."""
+    lost = {n for n in names if "/" not in n and not (root / n).is_file()}
+    found: dict[str, Path] = {}
+    if lost:
+        for path in sorted(root.rglob("*")):
+            if path.name in lost:
+                found.setdefault(path.name, path)
+    return [found.get(n, root / n) for n in names]
+
+
 class ImageFolder(Dataset):
     """Items are {"image": (3, H, W) in [-1, 1], "index": int, "name": str}. `index` is the
-    position in the full sorted/listed dataset, so seeds do not depend on `limit` or sharding."""
+    position in the full sorted/listed dataset, so seeds do not depend on `limit` or sharding.
+
+    `num_images` fixes a benchmark's size: the first `num_images` files are the dataset and fewer
+    is an error; `limit` then keeps the first N of those (a quick look at a benchmark).
+    `expected` and `source` say which files belong under root and where to get them; the errors
+    about a missing folder or missing files quote them.
+    """
 
     def __init__(
         self,
@@ -68,6 +124,9 @@ class ImageFolder(Dataset):
         interpolation: str = "bilinear",
         list_file: str | Path | None = None,
         limit: int | None = None,
+        num_images: int | None = None,
+        expected: str | None = None,
+        source: str | None = None,
     ) -> None:
         if resize not in RESIZE_POLICIES:
             raise UserError(f"dataset.resize={resize!r} is unknown; use one of {RESIZE_POLICIES}")
@@ -79,12 +138,23 @@ class ImageFolder(Dataset):
         if resize != "none" and not image_size:
             raise UserError(f"dataset.resize={resize} needs dataset.image_size")
         self.root = Path(root).expanduser()
-        self.paths = list_images(self.root, list_file)
+        self.paths = list_images(self.root, list_file, expected, source)
+        if num_images is not None:
+            if len(self.paths) < num_images:
+                hint = _expectation(expected, source)
+                raise UserError(
+                    f"dataset folder {self.root} holds {len(self.paths)} images, the benchmark "
+                    f"has {num_images}; {hint}set dataset.root=/path/to/them (or "
+                    "dataset.num_images=null to use the images that are there)"
+                )
+            self.paths = self.paths[:num_images]
         if limit is not None:
             if limit < 1:
                 raise UserError(f"dataset.limit must be >= 1, got {limit}")
             self.paths = self.paths[:limit]
         self.image_size, self.resize, self.interpolation = image_size, resize, interpolation
+        self.list_file = None if list_file is None else str(list_file)
+        self.num_images, self.limit = num_images, limit
         self.names = _unique_names(self.paths, self.root)
 
     def __len__(self) -> int:
@@ -94,8 +164,10 @@ class ImageFolder(Dataset):
         image = open_rgb(path)
         size, method = self.image_size, INTERPOLATIONS[self.interpolation]
         if self.resize == "center_crop":
+            # torchvision's center_crop(img, min(img.size)) as DDNM's CenterCropLongEdge
+            # (datasets/imagenet_subset.py): offsets rounded half to even, not floored
             side = min(image.size)
-            left, top = (image.width - side) // 2, (image.height - side) // 2
+            left, top = round((image.width - side) / 2), round((image.height - side) / 2)
             image = image.crop((left, top, left + side, top + side))
         if self.resize != "none" and image.size != (size, size):
             image = image.resize((size, size), method)
