@@ -12,11 +12,12 @@ from rnsf.data.images import save_png
 from rnsf.denoisers.base import Denoiser
 from rnsf.engine import outputs
 from rnsf.methods.base import Callback, Method
-from rnsf.metrics.image import consistency, psnr, ssim
+from rnsf.metrics.image import consistency
+from rnsf.metrics.suite import MetricSuite
 from rnsf.operators.task import Task
 from rnsf.utils.random import image_generators
 
-PER_IMAGE_COLUMNS = ["index", "name", "psnr", "ssim", "consistency", "seconds"]
+PER_IMAGE_COLUMNS = ["index", "name", "psnr", "ssim", "lpips", "consistency", "seconds"]
 
 
 class RestorationModule(L.LightningModule):
@@ -26,7 +27,8 @@ class RestorationModule(L.LightningModule):
     Every image gets its own generator seeded from (seed, image index), for the measurement
     noise, random masks and the sampler alike, so results do not depend on batching.
     `step_callback` (if set) receives the sampler's intermediate x̂₀ (`rnsf.methods.StepInfo`)
-    together with the batch's image names.
+    together with the batch's image names. `metrics` (default: PSNR and SSIM, protocol float)
+    scores each image and, at the end, the whole set.
     """
 
     def __init__(
@@ -36,7 +38,7 @@ class RestorationModule(L.LightningModule):
         task: Task,
         output_dir: str | Path,
         seed: int = 0,
-        protocol: str = "float",
+        metrics: MetricSuite | None = None,
         save_images: bool = True,
         grid_images: int = 8,
         run_info: dict | None = None,
@@ -45,7 +47,8 @@ class RestorationModule(L.LightningModule):
         self.denoiser = denoiser.eval().requires_grad_(False) if denoiser is not None else None
         self.method, self.task = method, task
         self.output_dir = Path(output_dir)
-        self.seed, self.protocol = seed, protocol
+        self.seed = seed
+        self.metrics = (metrics or MetricSuite()).eval().requires_grad_(False)
         self.save_images, self.grid_images = save_images, grid_images
         self.run_info = dict(run_info or {})
         self.step_callback: Callback | None = None
@@ -80,8 +83,7 @@ class RestorationModule(L.LightningModule):
         x_hat, seconds = self._restore(y, operator, generators, names)
         x_hat = x_hat.clamp(-1, 1)
         scores = {
-            "psnr": psnr(x_hat, x, self.protocol),
-            "ssim": ssim(x_hat, x, self.protocol),
+            **self.metrics.per_image(x_hat, x),
             "consistency": consistency(x_hat, y, operator),
         }
         for key, value in scores.items():
@@ -128,7 +130,7 @@ class RestorationModule(L.LightningModule):
 
     # -- the job's files ----------------------------------------------------------------
     def on_test_epoch_end(self) -> None:
-        self._finish(["psnr", "ssim", "consistency"])
+        self._finish([*self.metrics.per_image_keys, "consistency"])
 
     def on_predict_epoch_end(self) -> None:
         self._finish(["consistency"])
@@ -139,10 +141,14 @@ class RestorationModule(L.LightningModule):
         outputs.write_rows(self.output_dir / "per_image.csv", rows, columns)
         summary = dict(self.run_info)
         summary["n_images"] = len(rows)
-        for key in ("psnr", "ssim", "consistency"):
+        for key in ("psnr", "ssim", "lpips", "consistency"):
             summary[key] = outputs.mean(rows, key) if key in metrics else None
         summary["seconds_per_image"] = outputs.mean(rows, "seconds")
-        summary["metric_protocol"] = self.protocol
+        # FID/KID read the PNGs written in test_step: this runs once, on rank 0, after every
+        # image of the job is done (in predict mode it only records why they are null)
+        summary.update(
+            self.metrics.summary(self.output_dir, [r["name"] for r in rows], self.device)
+        )
         self.summary = summary
         outputs.write_json(self.output_dir / "metrics.json", summary)
         columns = [c for c in self.grid if c]

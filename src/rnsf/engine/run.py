@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnsf.engine.module import RestorationModule
 from rnsf.methods.ddnm import RNSF
+from rnsf.metrics.suite import MetricSuite
 from rnsf.utils.errors import UserError
 from rnsf.utils.provenance import git_sha
 
@@ -47,6 +48,8 @@ def run(cfg: DictConfig) -> dict:
     method = instantiate(cfg.method)
     denoiser = instantiate(cfg.model.net) if method.nfe > 0 else None
     check_sizes(cfg, datamodule, task, denoiser)
+    # metric weights are checked (and LPIPS loaded) here, before any image is restored
+    metrics = MetricSuite.from_config(cfg.metrics, mode=cfg.mode, save_images=cfg.save_images)
     datamodule.dataset.verify()
 
     out.mkdir(parents=True, exist_ok=True)
@@ -58,7 +61,7 @@ def run(cfg: DictConfig) -> dict:
         task,
         output_dir=out,
         seed=cfg.seed,
-        protocol=cfg.metrics.protocol,
+        metrics=metrics,
         save_images=cfg.save_images,
         grid_images=cfg.grid_images,
         run_info=info,
@@ -147,6 +150,13 @@ def print_summary(out: Path, s: dict) -> None:
     if s.get("psnr") is not None:
         parts.append(f"PSNR {s['psnr']:.2f} dB")
         parts.append(f"SSIM {s['ssim']:.4f}")
+    for key, label, fmt in (
+        ("lpips", "LPIPS", ".4f"),
+        ("fid", "FID", ".2f"),
+        ("kid", "KID", ".4f"),
+    ):
+        if s.get(key) is not None:
+            parts.append(f"{label} {s[key]:{fmt}}")
     if s.get("consistency") is not None:
         parts.append(f"consistency {s['consistency']:.2e}")
     if s.get("seconds_per_image") is not None:
