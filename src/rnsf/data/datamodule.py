@@ -6,6 +6,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
 from rnsf.data.demo import DEMO_DIR
@@ -77,9 +78,20 @@ class RestorationDataModule(L.LightningDataModule):
             self.dataset,
             batch_size=self.batch_size,
             shuffle=False,
+            sampler=self._sampler(),
             num_workers=self.num_workers,
             collate_fn=collate,
             persistent_workers=self.num_workers > 0,
+        )
+
+    def _sampler(self) -> UnrepeatedDistributedSampler | None:
+        """Under DDP, rank r takes images r, r + world_size, …: each image exactly once (Lightning's
+        own sampler for `test` pads the last round with repeats)."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size < 2:
+            return None
+        return UnrepeatedDistributedSampler(
+            self.dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
         )
 
     def test_dataloader(self) -> DataLoader:

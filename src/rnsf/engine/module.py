@@ -7,10 +7,11 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 
 from rnsf.data.images import save_png
 from rnsf.denoisers.base import Denoiser
-from rnsf.engine import outputs
+from rnsf.engine import outputs, resume
 from rnsf.methods.base import Callback, Method
 from rnsf.metrics.image import consistency
 from rnsf.metrics.suite import MetricSuite
@@ -29,6 +30,10 @@ class RestorationModule(L.LightningModule):
     `step_callback` (if set) receives the sampler's intermediate x̂₀ (`rnsf.methods.StepInfo`)
     together with the batch's image names. `metrics` (default: PSNR and SSIM, protocol float)
     scores each image and, at the end, the whole set.
+
+    Each finished image leaves a record (`rows/<index>.json`, `rnsf.engine.resume`); images
+    recorded by an earlier run in the same folder are skipped, and the job's files are merged
+    from all records by rank 0, so the module works unchanged on one or many processes.
     """
 
     def __init__(
@@ -52,8 +57,8 @@ class RestorationModule(L.LightningModule):
         self.save_images, self.grid_images = save_images, grid_images
         self.run_info = dict(run_info or {})
         self.step_callback: Callback | None = None
-        self.rows: list[dict] = []
-        self.grid: list[list[torch.Tensor]] = [[], [], []]
+        self.rows: list[dict] = []  # the images this process restored
+        self.done: set[int] = set()  # indices an earlier run in the same folder restored
         self.summary: dict = {}
 
     # -- the restoration ----------------------------------------------------------------
@@ -76,7 +81,33 @@ class RestorationModule(L.LightningModule):
             torch.cuda.synchronize(self.device)
         return x_hat, (time.perf_counter() - start) / y.shape[0]
 
+    def on_test_start(self) -> None:
+        self._load_done()
+
+    def on_predict_start(self) -> None:
+        self._load_done()
+
+    def _load_done(self) -> None:
+        self.done = resume.finished_indices(self.output_dir)
+        if self.done:
+            rank_zero_info(f"{len(self.done)} images done by an earlier run are skipped")
+
+    def _unfinished(self, batch: dict) -> dict | None:
+        """The images of `batch` not done yet (None when there are none)."""
+        keep = [b for b, i in enumerate(batch["index"].tolist()) if i not in self.done]
+        if len(keep) == len(batch["name"]):
+            return batch
+        if not keep:
+            return None
+        return {
+            key: value[keep] if torch.is_tensor(value) else [value[b] for b in keep]
+            for key, value in batch.items()
+        }
+
     def test_step(self, batch: dict, batch_idx: int) -> None:
+        batch = self._unfinished(batch)
+        if batch is None:
+            return
         x, names = batch["image"], batch["name"]
         generators = image_generators(self.seed, batch["index"].tolist(), self.device)
         operator, y = self.task.measure(x, generators)
@@ -93,10 +124,15 @@ class RestorationModule(L.LightningModule):
         for b, name in enumerate(names):
             row = {"index": int(batch["index"][b]), "name": name, "seconds": seconds}
             row.update({k: v[b] for k, v in values.items()})
-            self.rows.append(row)
-            self._write_images(name, restored=x_hat[b], measurement=view[b], target=x[b])
+            self._write_images(
+                row["index"], name, restored=x_hat[b], measurement=view[b], target=x[b]
+            )
+            self._record(row)
 
     def predict_step(self, batch: dict, batch_idx: int) -> None:
+        batch = self._unfinished(batch)
+        if batch is None:
+            return
         image, names = batch["image"], batch["name"]
         generators = image_generators(self.seed, batch["index"].tolist(), self.device)
         x_shape = self.task.operator.x_shape(
@@ -109,24 +145,26 @@ class RestorationModule(L.LightningModule):
         residual = consistency(x_hat, y, operator).tolist()
         view = operator.to_image(y)
         for b, name in enumerate(names):
-            self.rows.append(
-                {
-                    "index": int(batch["index"][b]),
-                    "name": name,
-                    "consistency": residual[b],
-                    "seconds": seconds,
-                }
-            )
-            self._write_images(name, restored=x_hat[b], measurement=view[b])
+            row = {
+                "index": int(batch["index"][b]),
+                "name": name,
+                "consistency": residual[b],
+                "seconds": seconds,
+            }
+            self._write_images(row["index"], name, restored=x_hat[b], measurement=view[b])
+            self._record(row)
 
-    def _write_images(self, name: str, **images: torch.Tensor) -> None:
-        if self.save_images:
+    def _write_images(self, index: int, name: str, **images: torch.Tensor) -> None:
+        """The image's PNGs; with `save_images` off only those grid.png shows."""
+        if self.save_images or index < self.grid_images:
             for kind, image in images.items():
                 save_png(image, self.output_dir / "images" / kind / f"{name}.png")
-        if len(self.grid[0]) < self.grid_images:
-            for column, kind in zip(self.grid, ("measurement", "restored", "target"), strict=True):
-                if kind in images:
-                    column.append(images[kind].detach().float().cpu())
+
+    def _record(self, row: dict) -> None:
+        """Keep the finished image's row and persist it: from now on a rerun skips it."""
+        self.rows.append(row)
+        resume.write_record(self.output_dir, row)
+        resume.kill_hook(len(self.rows))
 
     # -- the job's files ----------------------------------------------------------------
     def on_test_epoch_end(self) -> None:
@@ -136,7 +174,12 @@ class RestorationModule(L.LightningModule):
         self._finish(["consistency"])
 
     def _finish(self, metrics: list[str]) -> None:
-        rows = sorted(self.rows, key=lambda r: r["index"])
+        """Merge every rank's records (and an earlier run's) into the job's files, on rank 0
+        once all ranks are done. metrics.json comes last: it marks the job as finished."""
+        self.trainer.strategy.barrier("finish")
+        if not self.trainer.is_global_zero:
+            return
+        rows = resume.read_records(self.output_dir)
         columns = [c for c in PER_IMAGE_COLUMNS if c in ("index", "name", "seconds", *metrics)]
         outputs.write_rows(self.output_dir / "per_image.csv", rows, columns)
         summary = dict(self.run_info)
@@ -150,7 +193,7 @@ class RestorationModule(L.LightningModule):
             self.metrics.summary(self.output_dir, [r["name"] for r in rows], self.device)
         )
         self.summary = summary
+        names = [r["name"] for r in rows[: self.grid_images]]
+        if names:
+            outputs.grid_from_files(self.output_dir / "images", names, self.output_dir / "grid.png")
         outputs.write_json(self.output_dir / "metrics.json", summary)
-        columns = [c for c in self.grid if c]
-        if columns:
-            outputs.comparison_grid(columns, self.output_dir / "grid.png")

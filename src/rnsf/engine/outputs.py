@@ -57,3 +57,13 @@ def comparison_grid(columns: list[list[torch.Tensor]], path: Path) -> None:
     tiles = [img.expand(3, -1, -1) for row in zip(*columns, strict=True) for img in row]
     grid = make_grid(torch.stack(tiles), nrow=len(columns), padding=2, pad_value=1.0)
     save_png(grid, path)
+
+
+def grid_from_files(images_dir: Path, names: list[str], path: Path) -> None:
+    """`comparison_grid` of the saved PNGs of `names` (the kinds there are), whichever process
+    or run wrote them."""
+    from rnsf.data.images import open_rgb, pil_to_tensor
+
+    kinds = [k for k in ("measurement", "restored", "target") if (images_dir / k).is_dir()]
+    columns = [[pil_to_tensor(open_rgb(images_dir / k / f"{n}.png")) for n in names] for k in kinds]
+    comparison_grid(columns, path)

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from rnsf.engine import distributed, resume
 from rnsf.engine.module import RestorationModule
 from rnsf.methods.ddnm import RNSF
 from rnsf.metrics.suite import MetricSuite
@@ -40,6 +42,12 @@ def job_overrides() -> list[str]:
 def run(cfg: DictConfig) -> dict:
     """Run the job of `cfg` and return its metrics.json content."""
     out = Path(cfg.paths.output_dir)
+    finished = resume.finished_job(out, cfg)  # a folder of another config stops the job here
+    if finished is not None:
+        if rank_zero_only.rank == 0:
+            print(f"{out} holds this job, finished: skipped")
+            print_summary(out, finished)
+        return finished
     choices = group_choices()
     torch.set_float32_matmul_precision("high")
 
@@ -52,8 +60,8 @@ def run(cfg: DictConfig) -> dict:
     metrics = MetricSuite.from_config(cfg.metrics, mode=cfg.mode, save_images=cfg.save_images)
     datamodule.dataset.verify()
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if rank_zero_only.rank == 0:
+        resume.write_config(out, cfg)
     info = run_info(cfg, choices, datamodule, task, method)
     module = RestorationModule(
         denoiser,
@@ -70,20 +78,23 @@ def run(cfg: DictConfig) -> dict:
     trainer = instantiate(cfg.trainer, logger=loggers or False)
     info["device"] = str(trainer.strategy.root_device)
     info["world_size"] = trainer.world_size
+    distributed.check_world_size(len(datamodule.dataset), trainer.world_size)
     module.run_info = info
     start = time.perf_counter()
     try:
-        if cfg.mode == "predict":
-            trainer.predict(module, datamodule=datamodule, return_predictions=False)
-        else:
-            trainer.test(module, datamodule=datamodule, verbose=False)
+        with distributed.job_scope():
+            if cfg.mode == "predict":
+                trainer.predict(module, datamodule=datamodule, return_predictions=False)
+            else:
+                trainer.test(module, datamodule=datamodule, verbose=False)
         summary = module.summary
         summary["wall_seconds"] = time.perf_counter() - start
         for lg in loggers:
             lg.log_metrics({f"summary/{k}": v for k, v in summary.items() if _is_number(v)})
     finally:
         finish_wandb(loggers)
-    print_summary(out, summary)
+    if trainer.is_global_zero:
+        print_summary(out, summary)
     return summary
 
 

@@ -1,0 +1,143 @@
+"""Resuming a job in its own folder: per-image records, finished jobs and the config check.
+
+Every restored image leaves `rows/<index>.json`, its row of `per_image.csv`, written atomically
+after its PNGs; a rerun in the same folder restores only the images without a record, and the end
+of the job merges all records into `per_image.csv` and `metrics.json`. `metrics.json` is the last
+file a job writes: a folder that holds it, with as many rows as it counts, is a finished job, and
+a rerun with the same config skips it. A folder made by another config is never mixed with a new
+one: the rerun stops with one line naming the first key that differs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from rnsf.engine import outputs
+from rnsf.utils.errors import UserError
+
+RECORDS_DIR = "rows"
+CONFIG_FILE = "config.yaml"
+
+# Keys that say where and how a job runs or logs, not what it computes: they may change
+# between an interrupted run and its rerun (e.g. resume a one-GPU job on four GPUs).
+RUNTIME_KEYS = (
+    "paths",
+    "logger",
+    "callbacks",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.strategy",
+    "trainer.use_distributed_sampler",
+    "trainer.enable_progress_bar",
+    "trainer.default_root_dir",
+    "dataset.num_workers",
+)
+
+# Test hook: with RNSF_KILL_AFTER_IMAGES=n in the environment, a process kills itself (SIGKILL,
+# no clean-up of any kind) right after it has recorded its n-th image. The tests use it to
+# interrupt a job midway at a known point; nothing else reads it.
+KILL_AFTER_ENV = "RNSF_KILL_AFTER_IMAGES"
+
+
+# -- per-image records --------------------------------------------------------------------
+def record_path(output_dir: Path, index: int) -> Path:
+    return Path(output_dir) / RECORDS_DIR / f"{index}.json"
+
+
+def write_record(output_dir: Path, row: dict) -> None:
+    """Persist one finished image's row (atomically: it exists whole or not at all)."""
+    outputs.write_json(record_path(output_dir, row["index"]), row)
+
+
+def read_records(output_dir: Path) -> list[dict]:
+    """Every recorded row of the job in `output_dir`, by image index."""
+    folder = Path(output_dir) / RECORDS_DIR
+    rows = [json.loads(p.read_text()) for p in folder.glob("*.json")] if folder.is_dir() else []
+    return sorted(rows, key=lambda row: row["index"])
+
+
+def finished_indices(output_dir: Path) -> set[int]:
+    """Indices of the images of the job in `output_dir` that are done."""
+    folder = Path(output_dir) / RECORDS_DIR
+    if not folder.is_dir():
+        return set()
+    return {int(p.stem) for p in folder.glob("*.json") if p.stem.isdigit()}
+
+
+def kill_hook(recorded: int) -> None:
+    """The test hook described at `KILL_AFTER_ENV`."""
+    limit = os.environ.get(KILL_AFTER_ENV)
+    if limit is not None and recorded >= int(limit):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# -- whole jobs ---------------------------------------------------------------------------
+def saved_config(cfg: DictConfig) -> dict:
+    """`cfg` as `config.yaml` holds it: resolved, and read back from YAML."""
+    return _load_yaml(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def write_config(output_dir: Path, cfg: DictConfig) -> None:
+    outputs.atomic_write_text(Path(output_dir) / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def finished_job(output_dir: Path, cfg: DictConfig) -> dict | None:
+    """The metrics of the finished job in `output_dir` if it ran `cfg`; None if there is none
+    (an empty folder, or a job that was interrupted). A folder made by a different config is a
+    UserError, so that results of two configs never mix."""
+    output_dir = Path(output_dir)
+    saved = output_dir / CONFIG_FILE
+    if not saved.is_file():
+        return None
+    difference = config_difference(_load_yaml(saved.read_text()), saved_config(cfg))
+    if difference is not None:
+        raise UserError(
+            f"{output_dir} holds a job of another config ({difference}); rerun with that "
+            "config to resume it, or pass a new hydra.run.dir (hydra.sweep.dir for a sweep)"
+        )
+    metrics = output_dir / "metrics.json"
+    if not metrics.is_file():
+        return None
+    summary = json.loads(metrics.read_text())
+    return summary if summary.get("n_images") == len(finished_indices(output_dir)) else None
+
+
+def config_difference(old: dict, new: dict) -> str | None:
+    """The first key whose value differs between two saved configs, as `key: old -> new`,
+    ignoring `RUNTIME_KEYS` and each config's own output folder; None when they agree."""
+    flat_old, flat_new = _comparable(old), _comparable(new)
+    for key in sorted(flat_old.keys() | flat_new.keys()):
+        a, b = flat_old.get(key, "<unset>"), flat_new.get(key, "<unset>")
+        if a != b:
+            return f"{key}: {a} there, {b} now"
+    return None
+
+
+def _load_yaml(text: str) -> dict:
+    return OmegaConf.to_container(OmegaConf.create(text), resolve=False)
+
+
+def _comparable(config: dict) -> dict:
+    own_folder = str((config.get("paths") or {}).get("output_dir") or "\0")
+    flat = {}
+    for key, value in _flatten(config):
+        if any(key == k or key.startswith(f"{k}.") for k in RUNTIME_KEYS):
+            continue
+        if isinstance(value, str):
+            value = value.replace(own_folder, "<output_dir>")
+        flat[key] = value
+    return flat
+
+
+def _flatten(node, prefix: str = ""):
+    if isinstance(node, dict) and node:
+        for key, value in node.items():
+            yield from _flatten(value, f"{prefix}{key}.")
+    else:
+        yield prefix[:-1], node
