@@ -12,7 +12,9 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from rnsf.engine import distributed, resume
+from rnsf.engine.loggers import finish_wandb
 from rnsf.engine.module import RestorationModule
+from rnsf.engine.wandb_callbacks import wandb_callbacks
 from rnsf.methods.ddnm import RNSF
 from rnsf.metrics.suite import MetricSuite
 from rnsf.utils.errors import UserError
@@ -75,7 +77,8 @@ def run(cfg: DictConfig) -> dict:
         run_info=info,
     )
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
-    trainer = instantiate(cfg.trainer, logger=loggers or False)
+    callbacks = wandb_callbacks(loggers, OmegaConf.to_container(cfg, resolve=True))
+    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     info["device"] = str(trainer.strategy.root_device)
     info["world_size"] = trainer.world_size
     distributed.check_world_size(len(datamodule.dataset), trainer.world_size)
@@ -91,8 +94,10 @@ def run(cfg: DictConfig) -> dict:
         summary["wall_seconds"] = time.perf_counter() - start
         for lg in loggers:
             lg.log_metrics({f"summary/{k}": v for k, v in summary.items() if _is_number(v)})
-    finally:
-        finish_wandb(loggers)
+    except BaseException:
+        finish_wandb(loggers, exit_code=1)  # the W&B run is closed, marked failed
+        raise
+    finish_wandb(loggers)
     if trainer.is_global_zero:
         print_summary(out, summary)
     return summary
@@ -143,17 +148,6 @@ def run_info(cfg, choices, datamodule, task, method) -> dict:
         "overrides": job_overrides(),
         "output_dir": str(Path(cfg.paths.output_dir)),
     }
-
-
-def finish_wandb(loggers) -> None:
-    """Close the W&B run of this job, also when it failed."""
-    from lightning.pytorch.loggers import WandbLogger
-
-    if any(isinstance(lg, WandbLogger) for lg in loggers):
-        import wandb
-
-        if wandb.run is not None:
-            wandb.finish()
 
 
 def print_summary(out: Path, s: dict) -> None:
