@@ -10,9 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rnsf.engine import resume
+from rnsf.engine.module import RestorationModule
+from rnsf.methods import Pinv
+from rnsf.operators import BicubicSR, Task
 from rnsf.utils.errors import UserError
 
 from conftest import ROOT
@@ -140,6 +144,20 @@ def test_folder_of_another_config_is_a_user_error(tmp_path):
     message = str(err.value)
     assert "\n" not in message
     assert "method.eta: 0.85 there, 0.5 now" in message and "hydra.run.dir" in message
+
+
+def test_module_restores_only_unrecorded_images_of_a_batch(tmp_path):
+    module = RestorationModule(None, Pinv(), Task("sr4", BicubicSR(4)), output_dir=tmp_path)
+    batch = {"image": torch.rand(3, 3, 8, 8), "index": torch.tensor([0, 1, 2]), "name": list("abc")}
+    module.done = {0: "a", 2: "c"}
+    rest = module._unfinished(batch)
+    assert rest["index"].tolist() == [1] and rest["name"] == ["b"]
+    assert torch.equal(rest["image"], batch["image"][1:2])
+    module.done = {0: "a", 1: "b", 2: "c"}
+    assert module._unfinished(batch) is None
+    module.done = {1: "photo"}  # the dataset changed under the record
+    with pytest.raises(UserError, match=r"is for image photo, but image 1 is now b"):
+        module._unfinished(batch)
 
 
 # -- end to end ---------------------------------------------------------------------------

@@ -58,7 +58,7 @@ class RestorationModule(L.LightningModule):
         self.run_info = dict(run_info or {})
         self.step_callback: Callback | None = None
         self.rows: list[dict] = []  # the images this process restored
-        self.done: set[int] = set()  # indices an earlier run in the same folder restored
+        self.done: dict[int, str] = {}  # index: name of the images an earlier run restored
         self.summary: dict = {}
 
     # -- the restoration ----------------------------------------------------------------
@@ -88,13 +88,17 @@ class RestorationModule(L.LightningModule):
         self._load_done()
 
     def _load_done(self) -> None:
-        self.done = resume.finished_indices(self.output_dir)
+        self.done = {row["index"]: row["name"] for row in resume.read_records(self.output_dir)}
         if self.done:
             rank_zero_info(f"{len(self.done)} images done by an earlier run are skipped")
 
     def _unfinished(self, batch: dict) -> dict | None:
         """The images of `batch` not done yet (None when there are none)."""
-        keep = [b for b, i in enumerate(batch["index"].tolist()) if i not in self.done]
+        indices = batch["index"].tolist()
+        for index, name in zip(indices, batch["name"], strict=True):
+            if index in self.done:
+                resume.check_same_image(self.output_dir, index, self.done[index], name)
+        keep = [b for b, i in enumerate(indices) if i not in self.done]
         if len(keep) == len(batch["name"]):
             return batch
         if not keep:

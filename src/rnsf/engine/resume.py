@@ -70,6 +70,15 @@ def finished_indices(output_dir: Path) -> set[int]:
     return {int(p.stem) for p in folder.glob("*.json") if p.stem.isdigit()}
 
 
+def check_same_image(output_dir: Path, index: int, recorded: str, current: str) -> None:
+    """A record belongs to the image that now has its index (else the dataset changed)."""
+    if recorded != current:
+        raise UserError(
+            f"{record_path(output_dir, index)} is for image {recorded}, but image {index} is now "
+            f"{current}: the dataset changed since that run; pass a new hydra.run.dir"
+        )
+
+
 def kill_hook(recorded: int) -> None:
     """The test hook described at `KILL_AFTER_ENV`."""
     limit = os.environ.get(KILL_AFTER_ENV)
