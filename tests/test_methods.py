@@ -146,3 +146,10 @@ def test_callback_sees_every_network_evaluation(small_set):
 def test_eta_out_of_range_is_rejected():
     with pytest.raises(ValueError, match=r"method.eta must lie in \[0, 1\]"):
         DDNM(eta=1.5)
+
+
+def test_pinv_ignores_steps_so_step_sweeps_compose():
+    from rnsf.methods import Pinv
+
+    method = Pinv(steps=5)
+    assert method.steps is None and method.nfe == 0

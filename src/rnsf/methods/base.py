@@ -70,5 +70,10 @@ class Pinv(Method):
 
     name = "pinv"
 
+    def __init__(self, steps: int | None = None) -> None:
+        # Closed form: `steps` is accepted and ignored (recorded as null), so that sweeps over
+        # method.steps and presets such as debug=tiny compose with method=pinv.
+        del steps
+
     def restore(self, y, operator, denoiser, generators, *, sigma_y=0.0, callback=None):
         return operator.A_pinv(y)
