@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -20,7 +19,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import open_dict
-from test_resume import _csv, assert_same_results, job_files
+from test_resume import _csv, assert_same_results, job_files, run
 
 from rnsf.data import RestorationDataModule
 from rnsf.engine import distributed
@@ -29,19 +28,6 @@ from rnsf.utils.errors import UserError
 from conftest import ROOT
 
 FIVE = ["debug=tiny", "dataset.limit=5", "method.steps=2"]
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}
-
-
-def run(args: list[str], cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0", **ONE_THREAD, **env}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 def job_dirs(sweep: Path) -> list[Path]:

@@ -23,10 +23,13 @@ from conftest import ROOT
 
 FIVE = ["debug=tiny", "dataset.limit=5", "dataset.batch_size=1", "method.steps=2"]
 TIMING = {"seconds", "seconds_per_image", "wall_seconds"}
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
 def run(args: list[str], **env: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0", **env}
+    """`python run.py ARGS` with one intra-op thread per process, as each `ddp_cpu` rank has on
+    two cores: floating-point results then compare to the byte across process counts."""
+    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0", **ONE_THREAD, **env}
     return subprocess.run(
         [sys.executable, str(ROOT / "run.py"), *args],
         cwd=ROOT,
