@@ -269,14 +269,19 @@ def test_architecture_mismatch_names_the_first_keys(tmp_path, small_adm_state):
 def test_unreadable_and_unsafe_files_are_refused(tmp_path):
     html = tmp_path / "celeba_hq.ckpt"
     html.write_text("<?xml version='1.0'?><Error><Code>AccessDenied</Code></Error>")
-    with pytest.raises(UserError, match="cannot read checkpoint"):
+    with pytest.raises(UserError, match="HTML/XML, an error page saved by a failed download"):
         load_ddpm(html, SMALL_DDPM)
+    torch.save(DDPMUNet(**SMALL_DDPM).state_dict(), tmp_path / "full.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "full.pt").read_bytes()[:100_000])
+    with pytest.raises(UserError, match=r"100,000 bytes; .*truncated or not a PyTorch checkpoint"):
+        load_ddpm(tmp_path / "cut.pt", SMALL_DDPM)
     marker = tmp_path / "executed"
     evil = tmp_path / "evil.pt"
     with open(evil, "wb") as f:  # a pickle that would run code when unpickled unsafely
         pickle.dump(_Exploit(str(marker)), f)
-    with pytest.raises(UserError, match="cannot read checkpoint"):
+    with pytest.raises(UserError, match="weights-only loading refuses it") as err:
         read_state_dict(evil)
+    assert "\n" not in str(err.value)
     assert not marker.exists()
     torch.save({"epoch": 3}, tmp_path / "odd.pt")
     with pytest.raises(UserError, match="neither a state dict"):

@@ -8,6 +8,7 @@ random weights (DPS's loader prints and continues with random weights, its `unet
 
 from __future__ import annotations
 
+import re
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -115,11 +116,7 @@ def read_state_dict(
         mmap = zipfile.is_zipfile(path)
         payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # corrupt, truncated, an HTML error page, or unsafe pickle
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(
-            f"cannot read checkpoint {path} ({path.stat().st_size:,} bytes): {reason}; "
-            "the file may be truncated or not a PyTorch checkpoint, download it again"
-        ) from None
+        raise UserError(f"cannot read checkpoint {path} ({_why(path, err)})") from None
     state = _weights(payload)
     if state is None:
         raise UserError(
@@ -129,6 +126,24 @@ def read_state_dict(
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
     return state
+
+
+def _why(path: Path, err: Exception) -> str:
+    """Why torch.load refused a file, in one clause with its remedy."""
+    size = f"{path.stat().st_size:,} bytes"
+    with open(path, "rb") as f:
+        if f.read(64).lstrip().startswith(b"<"):
+            return f"{size} of HTML/XML, an error page saved by a failed download; download again"
+    text = " ".join(str(err).split())
+    if "WeightsUnpickler error:" in text:
+        rest = text.split("WeightsUnpickler error:", 1)[1].strip()
+        detail = re.split(r"\. | Check the documentation", rest)[0]
+        return (
+            f"{size}; weights-only loading refuses it: {detail}; rnsf never runs a "
+            "checkpoint's code, save the network's state_dict() instead"
+        )
+    detail = text.split(". ")[0] or type(err).__name__
+    return f"{size}; {detail}; the file is truncated or not a PyTorch checkpoint, download again"
 
 
 def _weights(payload) -> dict | None:
