@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -21,6 +22,8 @@ from rnsf.utils.errors import UserError
 from rnsf.utils.provenance import git_sha
 
 log = logging.getLogger(__name__)
+# lightning 2.6 on torch >= 2.10 warns about its own use of a deprecated torch API on every job
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=Warning)
 
 
 def group_choices() -> dict:
@@ -41,8 +44,18 @@ def job_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task)
 
 
+def route_lightning_logs() -> None:
+    """Lightning installs its own console handler at import; drop it so that its messages reach
+    the console once, through the job's logging set-up (Hydra's console and run.log)."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+
+
 def run(cfg: DictConfig) -> dict:
     """Run the job of `cfg` and return its metrics.json content."""
+    route_lightning_logs()
     out = Path(cfg.paths.output_dir)
     finished = resume.finished_job(out, cfg)  # a folder of another config stops the job here
     if finished is not None:
