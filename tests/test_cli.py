@@ -4,31 +4,21 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
+from conftest import ROOT, run_py
 
 pytestmark = pytest.mark.slow
 TINY = ["method.steps=3", "dataset.limit=2", "dataset.batch_size=2", "logger=none"]
 
 
 def run(args: list[str], cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_py(args, cwd)
 
 
 def out_dir(tmp_path: Path, name: str = "job") -> tuple[Path, str]:

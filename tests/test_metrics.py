@@ -11,9 +11,6 @@ import csv
 import json
 import logging
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 from unittest import mock
 
@@ -31,7 +28,7 @@ from rnsf.metrics.suite import MetricSuite
 from rnsf.metrics.weights import INCEPTION, LPIPS_BACKBONES, checkpoint_dir
 from rnsf.utils.errors import UserError
 
-from conftest import ROOT
+from conftest import ROOT, run_py
 
 PAPER = {
     "protocol": "uint8",
@@ -252,14 +249,7 @@ def test_damaged_weight_file_is_a_user_error(tmp_path, monkeypatch):
 def test_paper_metrics_end_to_end(torch_home, tmp_path):
     path = tmp_path / "job"
     args = ["metrics=paper", "method.steps=3", "dataset.limit=2", "dataset.batch_size=2"]
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), *args, "logger=none", f"hydra.run.dir={path}"],
-        cwd=ROOT,
-        env={**os.environ, "TORCH_HOME": str(torch_home), "HYDRA_FULL_ERROR": "0"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_py([*args, "logger=none", f"hydra.run.dir={path}"], TORCH_HOME=str(torch_home))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "LPIPS" in result.stdout and "FID" in result.stdout
     metrics = json.loads((path / "metrics.json").read_text())

@@ -28,7 +28,7 @@ from rnsf.denoisers.checkpoints import RELEASES, Release, load_into, read_state_
 from rnsf.utils.cli import CONF_DIR
 from rnsf.utils.errors import UserError
 
-from conftest import ROOT
+from conftest import ROOT, run_py
 
 # reduced widths with every feature of the full networks (attention, up/down, skips): CPU-cheap
 SMALL_ADM = dict(
@@ -505,23 +505,15 @@ def test_run_py_with_a_reduced_adm_checkpoint(tmp_path):
         "logger=none",
         "save_images=false",
     ]
-    env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0"}
-    run = [sys.executable, str(ROOT / "run.py")]
-    ok = subprocess.run(
-        [*run, *common, f"model.checkpoint={tmp_path / 'small.pt'}", f"hydra.run.dir={tmp_path}/a"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
+    ok = run_py(
+        [*common, f"model.checkpoint={tmp_path / 'small.pt'}", f"hydra.run.dir={tmp_path}/a"],
+        WANDB_MODE="disabled",
     )
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert "ddnm | sr4 | demo | 1 images" in ok.stdout
-    missing = subprocess.run(
-        [*run, *common, f"model.checkpoint={tmp_path / 'no.pt'}", f"hydra.run.dir={tmp_path}/b"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
+    missing = run_py(
+        [*common, f"model.checkpoint={tmp_path / 'no.pt'}", f"hydra.run.dir={tmp_path}/b"],
+        WANDB_MODE="disabled",
     )
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines() == [

@@ -13,7 +13,7 @@ from rnsf.report import collect, paper_table, with_reference, write_report
 from rnsf.report.__main__ import main
 from rnsf.report.figures import choose_axis
 
-from conftest import ROOT
+from conftest import ROOT, run_py
 
 
 def job(root, name, **fields):
@@ -188,19 +188,18 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 def test_report_on_a_generated_sweep(tmp_path):
     """A real 4-job sweep through run.py, then the report command on its folder."""
     sweep = tmp_path / "sweep"
-    env_cmd = [
-        sys.executable,
-        str(ROOT / "run.py"),
-        "-m",
-        "method=ddnm,rnsf",
-        "method.steps=2,3",
-        "dataset.limit=2",
-        "dataset.batch_size=2",
-        "logger=none",
-        "save_images=false",
-        f"hydra.sweep.dir={sweep}",
-    ]
-    done = subprocess.run(env_cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = run_py(
+        [
+            "-m",
+            "method=ddnm,rnsf",
+            "method.steps=2,3",
+            "dataset.limit=2",
+            "dataset.batch_size=2",
+            "logger=none",
+            "save_images=false",
+            f"hydra.sweep.dir={sweep}",
+        ]
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     report = subprocess.run(
         [sys.executable, "-m", "rnsf.report", str(sweep)],

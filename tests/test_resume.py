@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +17,7 @@ from rnsf.methods import Pinv
 from rnsf.operators import BicubicSR, Task
 from rnsf.utils.errors import UserError
 
-from conftest import ROOT
+from conftest import run_py
 
 FIVE = ["debug=tiny", "dataset.limit=5", "dataset.batch_size=1", "method.steps=2"]
 TIMING = {"seconds", "seconds_per_image", "wall_seconds"}
@@ -29,15 +27,7 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 def run(args: list[str], **env: str) -> subprocess.CompletedProcess:
     """`python run.py ARGS` with one intra-op thread per process, as each `ddp_cpu` rank has on
     two cores: floating-point results then compare to the byte across process counts."""
-    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0", **ONE_THREAD, **env}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_py(args, **{**ONE_THREAD, **env})
 
 
 def job_files(folder: Path) -> dict[str, Path]:
