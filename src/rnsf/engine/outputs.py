@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-IMAGE_KINDS = ("restored", "measurement", "target")
+#: the image folders of a job, in the column order of grid.png
+IMAGE_KINDS = ("measurement", "restored", "target")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -64,6 +65,6 @@ def grid_from_files(images_dir: Path, names: list[str], path: Path) -> None:
     or run wrote them."""
     from rnsf.data.images import open_rgb, pil_to_tensor
 
-    kinds = [k for k in ("measurement", "restored", "target") if (images_dir / k).is_dir()]
+    kinds = [k for k in IMAGE_KINDS if (images_dir / k).is_dir()]
     columns = [[pil_to_tensor(open_rgb(images_dir / k / f"{n}.png")) for n in names] for k in kinds]
     comparison_grid(columns, path)
