@@ -157,7 +157,7 @@ def test_every_svd_method_runs_on_compressed_sensing(name, small_set):
     out, op, y = restore(method, Task("cs4", WalshHadamardCS(4)), small_set[:1], prior)
     assert out.shape == (1, 3, 32, 32) and torch.isfinite(out).all()
     assert y.shape == (1, 3, 256)
-    if name in ("ddnm", "ssd"):
+    if name in ("ddnm", "ssd", "rnsf"):  # rnsf: `exp` ends with λ = 1
         assert (op.A(out) - y).norm() < 1e-4
 
 
@@ -167,13 +167,15 @@ PINNED = {
     "ddnm": [0.05007, 0.367371, -0.176673, -0.064638],
     "ddrm": [0.043314, 0.370562, -0.698861, -0.034294],
     "dps": [0.058109, 0.462976, -0.20862, 0.397697],
-    "rnsf": [0.081894, 0.272577, 0.086652, -0.285064],
+    "rnsf": [0.05007, 0.367371, -0.176673, -0.064637],  # λ < 1 only while x_t is mostly noise
+    "rnsf_reversed": [0.081894, 0.272577, 0.086652, -0.285064],
     "ssd": [0.004644, 0.544518, -0.567639, 0.426432],
     "ssd_plus": [0.089514, 0.32952, -0.01601, -0.139071],
 }
 PINNED_METHODS = {
     "ddnm": lambda: DDNM(steps=10),
     "rnsf": lambda: RNSF(steps=10, schedule=ExpSchedule()),
+    "rnsf_reversed": lambda: RNSF(steps=10, schedule=ExpSchedule(reverse=True)),
     "ddrm": lambda: DDRM(steps=10),
     "ssd": lambda: SSD(steps=30),
     "ssd_plus": lambda: SSDPlus(steps=30),

@@ -58,6 +58,11 @@ def test_rnsf_consistency_tracks_lambda(small_set):
     half, _, _ = restore(RNSF(steps=10, schedule=ConstantSchedule(level=0.5)), task, x, prior)
     assert (op.A(ddnm) - y).norm() < 1e-4
     assert (op.A(half) - y).norm() > 1e-2
+    # `exp` ends at λ = 1 and is exactly consistent; reversed, it ends at λ = 0 and is not
+    rising, _, _ = restore(RNSF(steps=10, schedule=ExpSchedule()), task, x, prior)
+    falling, _, _ = restore(RNSF(steps=10, schedule=ExpSchedule(reverse=True)), task, x, prior)
+    assert (op.A(rising) - y).norm() < 1e-4
+    assert (op.A(falling) - y).norm() > 1e-2
 
 
 def test_result_independent_of_batch_composition(small_set):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -18,11 +19,26 @@ GRID = [i / 200 for i in range(201)]
 
 
 def test_exp_schedule_values():
+    """§3.2 with u = 1 − s: 0.5 (1 − e^{−5u}) for u ≤ ¼, 2u for ¼ < u ≤ ½, 1 for u > ½."""
     lam = ExpSchedule()
-    assert lam(0.99) == 1.0 and lam(0.51) == 1.0
+    assert lam(0.0) == 1.0 and lam(0.49) == 1.0
     assert lam(0.5) == pytest.approx(1.0)
+    assert lam(0.6) == pytest.approx(0.8)
+    assert lam(0.74) == pytest.approx(0.52)
+    assert lam(0.75) == pytest.approx(0.5 * (1 - math.exp(-1.25)))
+    assert lam(0.9) == pytest.approx(0.5 * (1 - math.exp(-0.5)))
+    assert lam(1.0) == 0.0
+    # rising along the sampling (s runs from 1 to 0), as "progressive constraint enhancement" says
+    values = [lam(s) for s in GRID]
+    assert all(a >= b for a, b in itertools.pairwise(values))
+
+
+def test_exp_schedule_reversed_is_the_diffusion_time_reading():
+    """reverse: true reads the formula's t as the diffusion timestep: λ = 1 for s > ½, 2s for
+    ¼ < s ≤ ½, 0.5 (1 − e^{−5s}) for s ≤ ¼, so the last step (s = 0) does not project at all."""
+    lam = ExpSchedule(reverse=True)
+    assert lam(0.99) == 1.0 and lam(0.51) == 1.0
     assert lam(0.4) == pytest.approx(0.8)
-    assert lam(0.26) == pytest.approx(0.52)
     assert lam(0.25) == pytest.approx(0.5 * (1 - math.exp(-1.25)))
     assert lam(0.1) == pytest.approx(0.5 * (1 - math.exp(-0.5)))
     assert lam(0.0) == 0.0
