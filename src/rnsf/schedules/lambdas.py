@@ -43,7 +43,7 @@ class ExpSchedule(LambdaSchedule):
 
     This reads the formula's t as sampling progress, which is how the sentence and heading next to
     it describe it ("low λ early, then raise it for detail refinement") and what the paper's tables
-    (PSNR within 0.15 dB of DDNM, consistent outputs) imply. `reverse: true` reads t as the
+    (PSNR within 0.17 dB of DDNM, consistent outputs) imply. `reverse: true` reads t as the
     diffusion timestep instead: full projection early, λ → 0 at the end (the introduction's
     wording), so the last steps keep the network's x̂₀ unprojected.
     """
