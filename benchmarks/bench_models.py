@@ -22,7 +22,17 @@ from hydra import compose, initialize_config_dir
 from rnsf.denoisers import ADMUNet, DDPMUNet, PretrainedDenoiser
 from rnsf.utils.cli import CONF_DIR
 
-PRESETS = ["adm_imagenet256", "adm_imagenet256_cond", "adm_ffhq256", "ddpm_celebahq256"]
+PRESETS = [
+    "adm_imagenet256",
+    "adm_imagenet256_cond",
+    "adm_ffhq256",
+    "ddpm_celebahq256",
+    "ddpm_lsun_bedroom256",
+    "ddpm_lsun_cat256",
+    "ddpm_lsun_church256",
+    "ddpm_cifar10_32",
+    "adm_imagenet512_cond",
+]
 
 
 def sync(device: torch.device) -> None:
@@ -54,16 +64,17 @@ def main() -> None:
         state = net.state_dict()
         params = sum(p.numel() for p in net.parameters())
         if args.save_random:
-            args.save_random.mkdir(parents=True, exist_ok=True)
+            (args.save_random / model.release).parent.mkdir(parents=True, exist_ok=True)
             torch.save(state, args.save_random / model.release)
+        size = int(model.arch.get("image_size") or model.arch.get("resolution"))
         denoiser = PretrainedDenoiser(
             net,
             name=name,
-            native_size=256,
+            native_size=size,
             precision=args.precision,
             class_label=model.get("class_label"),
         ).to(device)
-        x = torch.randn(args.batch, 3, 256, 256, device=device)
+        x = torch.randn(args.batch, 3, size, size, device=device)
         t = torch.full((args.batch,), 500, device=device)
         best = float("inf")
         with torch.inference_mode():

@@ -6,9 +6,9 @@
     python -m rnsf.download --list                           # the registry
 
 The file is streamed to a temporary file next to its destination, with a progress bar, its size
-and SHA-256 are checked when the registry knows them, and only then is it renamed into place;
-a failed, rejected or interrupted download leaves nothing behind. An existing file is verified
-and kept (`--force` downloads again).
+and SHA-256 (or MD5) are checked when the registry knows them, and only then is it renamed into
+place; a failed, rejected or interrupted download leaves nothing behind. An existing file is
+verified and kept (`--force` downloads again).
 """
 
 from __future__ import annotations
@@ -38,15 +38,27 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def md5_of(path: str | Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def verify(path: Path, known: Release) -> None:
-    """Raise a UserError when `path` does not have the known size or SHA-256."""
+    """Raise a UserError when `path` does not have the known size, SHA-256 or MD5."""
     size = path.stat().st_size
     if known.num_bytes is not None and size != known.num_bytes:
         raise UserError(f"{path} has {size:,} bytes, {known.file} has {known.num_bytes:,}")
-    if known.sha256 is not None:
-        digest = sha256_of(path)
-        if digest != known.sha256:
-            raise UserError(f"{path} has sha256 {digest}, {known.file} has {known.sha256}")
+    for algorithm, expected, digest_of in (
+        ("sha256", known.sha256, sha256_of),
+        ("md5", known.md5, md5_of),
+    ):
+        if expected is not None:
+            digest = digest_of(path)
+            if digest != expected:
+                raise UserError(f"{path} has {algorithm} {digest}, {known.file} has {expected}")
 
 
 def fetch(url: str, dest: str | Path, known: Release, progress: bool = True) -> Path:
@@ -56,7 +68,7 @@ def fetch(url: str, dest: str | Path, known: Release, progress: bool = True) -> 
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
-    digest = hashlib.sha256()
+    digest, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
             kind = response.headers.get("Content-Type", "") or ""
@@ -75,6 +87,7 @@ def fetch(url: str, dest: str | Path, known: Release, progress: bool = True) -> 
                 for block in iter(lambda: response.read(CHUNK), b""):
                     out.write(block)
                     digest.update(block)
+                    md5.update(block)
                     bar.update(len(block))
         size = tmp.stat().st_size
         if known.num_bytes is not None and size != known.num_bytes:
@@ -86,6 +99,11 @@ def fetch(url: str, dest: str | Path, known: Release, progress: bool = True) -> 
             raise UserError(
                 f"download of {known.file} from {url} has sha256 {digest.hexdigest()}, expected "
                 f"{known.sha256}; nothing was written"
+            )
+        if known.md5 is not None and md5.hexdigest() != known.md5:
+            raise UserError(
+                f"download of {known.file} from {url} has md5 {md5.hexdigest()}, expected "
+                f"{known.md5}; nothing was written"
             )
         os.replace(tmp, dest)
     except BaseException:
@@ -176,7 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.list or not args.targets:
         for r in RELEASES.values():
             size = f"{r.num_bytes:,} bytes" if r.num_bytes else r.size
-            print(f"{r.file}\t{size}\tsha256 {r.sha256 or '-'}\t{r.url}")
+            digest = f"sha256 {r.sha256}" if r.sha256 else f"md5 {r.md5}" if r.md5 else "-"
+            print(f"{r.file}\t{size}\t{digest}\t{r.url}")
         return
     try:
         known, dest = resolve(args.targets)

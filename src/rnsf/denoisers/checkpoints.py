@@ -30,6 +30,7 @@ class Release:
     size: str  # human-readable size, for messages
     num_bytes: int | None = None  # exact size, checked after a download when known
     sha256: str | None = None  # checked after a download when known
+    md5: str | None = None  # checked after a download when known (ddim's MD5_MAP gives only MD5)
     mirrors: tuple[str, ...] = ()  # tried in order when the official address fails
     note: str = ""
 
@@ -38,11 +39,19 @@ class Release:
         return (self.url, *self.mirrors)
 
     def describe(self) -> str:
-        digest = f"sha256 {self.sha256}" if self.sha256 else "no published hash"
+        if self.sha256:
+            digest = f"sha256 {self.sha256}"
+        else:
+            digest = f"md5 {self.md5}" if self.md5 else "no published hash"
         return f"{self.file} ({self.size}, {digest}) from {self.url}"
 
 
 _OPENAI = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021"
+_HEIBOX = "https://heibox.uni-heidelberg.de/f"
+# ddim's converted DDPM checkpoints (pesser/pytorch_diffusion), as DDRM and DDNM fetch them:
+# functions/ckpt_util.py URL_MAP (address), CKPT_MAP (relative path, kept as the file name here so
+# that ddim's cache folder `diffusion_models_converted` works as paths.checkpoint_dir) and MD5_MAP.
+_DDIM_SOURCE = "ermongroup/ddim functions/ckpt_util.py (also DDRM, DDNM): `{}` of URL_MAP"
 
 #: Keyed by upstream file name (a preset's `model.release`).
 RELEASES: dict[str, Release] = {
@@ -86,6 +95,51 @@ RELEASES: dict[str, Release] = {
             mirrors=(
                 "https://huggingface.co/gwang-kim/DiffusionCLIP-CelebA_HQ/resolve/main/celeba_hq.ckpt",
             ),
+        ),
+        Release(
+            file="512x512_diffusion.pt",
+            url=f"{_OPENAI}/512x512_diffusion.pt",
+            source="openai/guided-diffusion README: ImageNet 512x512, class-conditional",
+            size="≈ 2.24 GB",  # 558,997,638 fp32 parameters
+        ),
+        *(
+            Release(
+                file=f"ema_diffusion_{name}_model/model-{step}.ckpt",
+                url=f"{_HEIBOX}/{key}/?dl=1",
+                source=_DDIM_SOURCE.format(f"ema_{name}"),
+                size=size,
+                md5=md5,
+            )
+            for name, step, key, md5, size in (
+                (
+                    "lsun_bedroom",
+                    2388000,
+                    "b95206528f384185889b",
+                    "1921fa46b66a3665e450e42f36c2720f",
+                    "≈ 455 MB",
+                ),
+                (
+                    "lsun_cat",
+                    1761000,
+                    "0701aac3aa69457bbe34",
+                    "646f23f4821f2459b8bafc57fd824558",
+                    "≈ 455 MB",
+                ),
+                (
+                    "lsun_church",
+                    4432000,
+                    "44ccb50ef3c6436db52e",
+                    "fdc68a23938c2397caba4a260bc2445f",
+                    "≈ 455 MB",
+                ),
+                (
+                    "cifar10",
+                    790000,
+                    "2e4f01e2d9ee49bab1d5",
+                    "1fa350b952534ae442b1d5235cce5cd3",
+                    "≈ 143 MB",
+                ),
+            )
         ),
     )
 }
