@@ -34,6 +34,9 @@ class Method:
 
     name: str = "method"
     steps: int | None = None
+    #: True when `restore` takes `known=KnownRegion` (the overlap constraint of tiling,
+    #: `rnsf.methods.constraint`) and applies it to x̃₀ after every projection
+    supports_known: bool = False
 
     @property
     def nfe(self) -> int:

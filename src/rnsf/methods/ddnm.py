@@ -31,6 +31,8 @@ class DDNM(Method):
     travel_length: int = 1
     travel_repeat: int = 1
     name: str = field(default="ddnm", init=False)
+    #: honours the overlap constraint of tiled restoration (`rnsf.methods.constraint`)
+    supports_known = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.eta <= 1.0:
@@ -45,7 +47,7 @@ class DDNM(Method):
         """λ at s = t/T; DDNM always projects fully."""
         return 1.0
 
-    def restore(self, y, operator, denoiser, generators, *, sigma_y=0.0, callback=None):
+    def restore(self, y, operator, denoiser, generators, *, sigma_y=0.0, callback=None, known=None):
         if sigma_y > 0 and not isinstance(operator, SVDOperator):
             raise UserError(
                 f"{self.name} with task.sigma > 0 needs an operator with an SVD, and "
@@ -81,6 +83,8 @@ class DDNM(Method):
                         * operator.Vt(correction)
                     )
                 x0_tilde = x0 - lam * correction
+            if known is not None:  # mask-shift: the overlap keeps the earlier windows' result
+                x0_tilde = known.apply(x0_tilde)
             # x_{t'} = √ᾱ_{t'} x̃₀ + √(1−ᾱ_{t'}) (η z + √(1−η²) ε),  z ~ N(0, I)
             if sigma_y > 0:
                 x = a * x0_tilde + self._ddnm_plus_noise(
