@@ -19,8 +19,8 @@ def collate(items: list[dict]) -> dict:
         from rnsf.utils.errors import UserError
 
         raise UserError(
-            f"images of one batch differ in size {sorted(sizes)}; set dataset.resize=center_crop "
-            "(with dataset.image_size) or dataset.batch_size=1"
+            f"images of one batch differ in size {sorted(sizes)}; set dataset.batch_size=1, or "
+            "dataset.resize=center_crop (or resize) with dataset.image_size"
         )
     return {
         "image": torch.stack([it["image"] for it in items]),
@@ -52,6 +52,7 @@ class RestorationDataModule(L.LightningDataModule):
         num_images: int | None = None,
         expected: str | None = None,
         source: str | None = None,
+        alpha: str = "white",
     ) -> None:
         super().__init__()
         self.name = name
@@ -67,6 +68,7 @@ class RestorationDataModule(L.LightningDataModule):
             num_images=num_images,
             expected=expected,
             source=source,
+            alpha=alpha,
         )
         if batch_size < 1:
             from rnsf.utils.errors import UserError
@@ -108,6 +110,7 @@ class RestorationDataModule(L.LightningDataModule):
             "image_size": ds.image_size,
             "resize": ds.resize,
             "interpolation": ds.interpolation,
+            "alpha": ds.alpha,
             "list_file": ds.list_file,
             "num_images": ds.num_images,
             "limit": ds.limit,

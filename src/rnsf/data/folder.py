@@ -6,6 +6,9 @@ Resize policy (`resize`), applied with PIL before conversion to [-1, 1]:
 - `resize`: resize to `image_size` × `image_size` without cropping (DDNM/DDRM's CelebA-HQ);
 - `none`: use the file as it is (every image of a batch must then have the same size).
 `interpolation` is `bilinear` (upstream's choice), `bicubic`, `lanczos` or `nearest`.
+Files are decoded by `rnsf.data.images.open_rgb` (EXIF orientation, 16-bit scaling, transparency
+composited on the `alpha` background: `white`, `black`, or `refuse`); `verify` decodes every file
+before a job writes anything (`rnsf.data.verify`).
 
 `list_file` selects and orders the files: a path, or the name of a list in `lists/` that ships
 with rnsf (`imagenet_val_1k`: DDRM's 1,000 ImageNet validation images).
@@ -18,7 +21,8 @@ from pathlib import Path
 from PIL import Image
 from torch.utils.data import Dataset
 
-from rnsf.data.images import IMAGE_EXTENSIONS, open_rgb, pil_to_tensor
+from rnsf.data.images import ALPHA_POLICIES, IMAGE_EXTENSIONS, open_rgb, pil_to_tensor
+from rnsf.data.verify import verify_images
 from rnsf.utils.errors import UserError
 
 RESIZE_POLICIES = ("center_crop", "resize", "none")
@@ -127,7 +131,10 @@ class ImageFolder(Dataset):
         num_images: int | None = None,
         expected: str | None = None,
         source: str | None = None,
+        alpha: str = "white",
     ) -> None:
+        if alpha not in ALPHA_POLICIES:
+            raise UserError(f"dataset.alpha={alpha!r} is unknown; use one of {ALPHA_POLICIES}")
         if resize not in RESIZE_POLICIES:
             raise UserError(f"dataset.resize={resize!r} is unknown; use one of {RESIZE_POLICIES}")
         if interpolation not in INTERPOLATIONS:
@@ -153,6 +160,8 @@ class ImageFolder(Dataset):
                 raise UserError(f"dataset.limit must be >= 1, got {limit}")
             self.paths = self.paths[:limit]
         self.image_size, self.resize, self.interpolation = image_size, resize, interpolation
+        self.alpha = alpha
+        self.file_sizes: list[tuple[int, int]] | None = None  # (H, W) of each file, by verify()
         self.list_file = None if list_file is None else str(list_file)
         self.num_images, self.limit = num_images, limit
         self.names = _unique_names(self.paths, self.root)
@@ -161,7 +170,7 @@ class ImageFolder(Dataset):
         return len(self.paths)
 
     def load(self, path: Path) -> Image.Image:
-        image = open_rgb(path)
+        image = open_rgb(path, self.alpha)
         size, method = self.image_size, INTERPOLATIONS[self.interpolation]
         if self.resize == "center_crop":
             # torchvision's center_crop(img, min(img.size)) as DDNM's CenterCropLongEdge
@@ -176,23 +185,23 @@ class ImageFolder(Dataset):
     def __getitem__(self, i: int) -> dict:
         return {"image": pil_to_tensor(self.load(self.paths[i])), "index": i, "name": self.names[i]}
 
+    def sizes(self) -> list[tuple[int, int]]:
+        """(H, W) of every item after preprocessing (the files are verified first)."""
+        if self.resize != "none":
+            return [(self.image_size, self.image_size)] * len(self.paths)
+        if self.file_sizes is None:
+            self.verify()
+        return list(self.file_sizes)
+
     def first_size(self) -> tuple[int, int]:
         """(H, W) of the first item after preprocessing, for up-front checks."""
-        if self.resize != "none":
-            return self.image_size, self.image_size
-        width, height = self.load(self.paths[0]).size
-        return height, width
+        return self.sizes()[0]
 
     def verify(self) -> None:
-        """Open every file's header so that a corrupt file fails before any restoration."""
-        for path in self.paths:
-            try:
-                with Image.open(path) as image:
-                    image.verify()
-            except Exception as err:  # PIL raises many types for broken files
-                raise UserError(
-                    f"cannot read image {path} ({type(err).__name__}); replace or remove the file"
-                ) from None
+        """Decode every file completely (in parallel, cached by path, size and mtime), so that a
+        corrupt, truncated or refused file fails before any restoration or job file."""
+        if self.file_sizes is None:
+            self.file_sizes = verify_images(self.paths, self.alpha)
 
 
 def _unique_names(paths: list[Path], root: Path) -> list[str]:

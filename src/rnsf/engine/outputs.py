@@ -50,12 +50,19 @@ def mean(rows: list[dict], key: str) -> float | None:
 
 
 def comparison_grid(columns: list[list[torch.Tensor]], path: Path) -> None:
-    """One row per image, one column per kind (measurement | restored | target), [-1, 1]."""
+    """One row per image, one column per kind (measurement | restored | target), [-1, 1].
+    Images of different sizes (`dataset.resize=none`) sit top-left in cells of the largest
+    size, padded with white."""
     from torchvision.utils import make_grid
 
     from rnsf.data.images import save_png
 
     tiles = [img.expand(3, -1, -1) for row in zip(*columns, strict=True) for img in row]
+    height, width = max(t.shape[-2] for t in tiles), max(t.shape[-1] for t in tiles)
+    tiles = [
+        torch.nn.functional.pad(t, (0, width - t.shape[-1], 0, height - t.shape[-2]), value=1.0)
+        for t in tiles
+    ]
     grid = make_grid(torch.stack(tiles), nrow=len(columns), padding=2, pad_value=1.0)
     save_png(grid, path)
 

@@ -13,12 +13,12 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from rnsf.engine import distributed, resume
+from rnsf.engine.checks import builtin_prior_note, check_batches, check_sizes
 from rnsf.engine.loggers import finish_wandb
 from rnsf.engine.module import RestorationModule
 from rnsf.engine.wandb_callbacks import wandb_callbacks
 from rnsf.methods.ddnm import RNSF
 from rnsf.metrics.suite import MetricSuite
-from rnsf.utils.errors import UserError
 from rnsf.utils.provenance import git_sha
 
 log = logging.getLogger(__name__)
@@ -70,10 +70,11 @@ def run(cfg: DictConfig) -> dict:
     task = instantiate(cfg.task)
     method = instantiate(cfg.method)
     denoiser = instantiate(cfg.model.net) if method.nfe > 0 else None
+    datamodule.dataset.verify()  # every file decoded, before anything is written
     check_sizes(cfg, datamodule, task, denoiser)
+    check_batches(datamodule)
     # metric weights are checked (and LPIPS loaded) here, before any image is restored
     metrics = MetricSuite.from_config(cfg.metrics, mode=cfg.mode, save_images=cfg.save_images)
-    datamodule.dataset.verify()
 
     if rank_zero_only.rank == 0:
         resume.write_config(out, cfg)
@@ -120,25 +121,6 @@ def _is_number(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def check_sizes(cfg, datamodule, task, denoiser) -> None:
-    """Fail before any work when the operator or the network cannot take the images."""
-    height, width = datamodule.dataset.first_size()
-    if cfg.mode == "predict":
-        y = torch.zeros(1, 3, height, width)
-        height, width = task.operator.x_shape(task.operator.measurement_from_image(y).shape)[-2:]
-    try:
-        task.operator.check_image_size(height, width)
-        if denoiser is not None:
-            denoiser.check_size(height, width)
-    except ValueError as err:
-        raise UserError(str(err)) from None
-    if denoiser is not None and denoiser.native_size and denoiser.native_size != height:
-        raise UserError(
-            f"model {cfg.model.name} takes {denoiser.native_size}x{denoiser.native_size} images, "
-            f"the dataset gives {height}x{width}; set dataset.image_size={denoiser.native_size}"
-        )
-
-
 def run_info(cfg, choices, datamodule, task, method) -> dict:
     schedule = None
     if isinstance(method, RNSF):
@@ -181,3 +163,6 @@ def print_summary(out: Path, s: dict) -> None:
         parts.append(f"{s['seconds_per_image']:.2f} s/image")
     print(f"results in {out}")
     print(" | ".join(parts))
+    note = builtin_prior_note(s)
+    if note:
+        print(note)

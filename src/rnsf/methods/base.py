@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from rnsf.denoisers.base import Denoiser
 from rnsf.operators.base import LinearOperator
+from rnsf.utils.schema import Int
 
 
 @dataclass
@@ -72,6 +74,7 @@ class Pinv(Method):
     """A†y: the least-squares solution of minimum norm; no network."""
 
     name = "pinv"
+    config_schema: ClassVar[dict] = {"steps": Int(1, 1000, nullable=True)}  # null: no steps
 
     def __init__(self, steps: int | None = None) -> None:
         # Closed form: `steps` is accepted and ignored (recorded as null), so that sweeps over

@@ -1,0 +1,123 @@
+"""The declared schema of the config's knobs: every shipped option fits it, bad values are one
+line naming the key, the value and what it must be, and a user's own classes stay free."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from rnsf.utils.cli import group_options
+from rnsf.utils.errors import UserError
+from rnsf.utils.schema import SCHEMA, Choice, Float, Int, check_config
+
+from conftest import ROOT
+
+CONF = ROOT / "conf"
+REQUIRED = {"folder": ["dataset.root=/tmp"], "measurements": ["dataset.root=/tmp"]}
+
+
+def composed(*overrides: str):
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+GROUPS = ["dataset", "task", "method", "schedule", "model", "metrics", "logger", "table_row"]
+CASES = [(g, o) for g in GROUPS for o in group_options(g)]
+
+
+@pytest.mark.parametrize(("group", "option"), CASES, ids=[f"{g}={o}" for g, o in CASES])
+def test_every_shipped_option_fits_the_schema(group, option):
+    key = f"+{group}" if group == "table_row" else group
+    overrides = [f"{key}={option}", *REQUIRED.get(option, [])]
+    check_config(composed(*overrides))
+
+
+def test_debug_and_experiments_fit_the_schema():
+    for option in group_options("experiment"):
+        check_config(composed(f"experiment={option}"))
+    for method in group_options("method"):
+        check_config(composed("debug=tiny", f"method={method}"))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("method.steps=abc", "method.steps must be an integer in [1, 1000], got 'abc'"),
+        ("method.steps=0", "method.steps must be an integer in [1, 1000], got 0"),
+        ("method.steps=2.5", "method.steps must be an integer in [1, 1000], got 2.5"),
+        ("method.steps=true", "method.steps must be an integer in [1, 1000], got True"),
+        ("method.steps=null", "method.steps must be an integer in [1, 1000], got null"),
+        ("method.eta=1.5", "method.eta must be a number in [0, 1], got 1.5"),
+        ("method.eta=nan", "method.eta must be a number in [0, 1], got nan"),
+        ("dataset.batch_size=abc", "dataset.batch_size must be an integer >= 1, got 'abc'"),
+        ("dataset.batch_size=0", "dataset.batch_size must be an integer >= 1, got 0"),
+        ("dataset.num_workers=-1", "dataset.num_workers must be an integer >= 0, got -1"),
+        ("dataset.limit=0", "dataset.limit must be an integer >= 1 or null, got 0"),
+        ("dataset.image_size=big", "dataset.image_size must be an integer >= 1 or null"),
+        ("dataset.resize=squash", "dataset.resize must be one of center_crop, resize, none"),
+        ("dataset.interpolation=box", "dataset.interpolation must be one of bilinear,"),
+        ("dataset.alpha=grey", "dataset.alpha must be one of white, black, refuse"),
+        ("task.sigma=-0.1", "task.sigma must be a number >= 0, got -0.1"),
+        ("task.operator.factor=0", "task.operator.factor must be an integer >= 1, got 0"),
+        ("mode=train", "mode must be one of test, predict, got 'train'"),
+        ("seed=-1", "seed must be an integer >= 0, got -1"),
+        ("save_images=maybe", "save_images must be true or false, got 'maybe'"),
+        ("grid_images=-2", "grid_images must be an integer >= 0, got -2"),
+        ("metrics.protocol=int8", "metrics.protocol must be one of float, uint8"),
+        ("metrics.lpips.net=resnet", "metrics.lpips.net must be one of alex, vgg, squeeze"),
+        ("metrics.fid.dims=100", "metrics.fid.dims must be one of 64, 192, 768, 2048, got 100"),
+        ("schedule.reverse=yes", "schedule.reverse must be true or false, got 'yes'"),
+    ],
+)
+def test_bad_values_are_one_line(override, message):
+    with pytest.raises(UserError) as err:
+        check_config(composed(override))
+    assert str(err.value) == message or str(err.value).startswith(message), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_group_specific_ranges():
+    with pytest.raises(UserError, match=r"task.operator.keep must be a number in \[0, 1\]"):
+        check_config(composed("task=inpaint_random", "task.operator.keep=2"))
+    with pytest.raises(UserError, match=r"model.precision must be one of fp32, fp16, bf16"):
+        check_config(composed("model=adm_imagenet256", "model.precision=fp8"))
+    with pytest.raises(UserError, match=r"schedule.level must be a number in \[0, 1\]"):
+        check_config(composed("schedule=constant", "schedule.level=-1"))
+    check_config(composed("method=pinv"))  # pinv declares its own: steps may be null
+    check_config(composed("method=pinv", "method.steps=30"))
+
+
+class OwnMethod:
+    """A user's method with a knob of its own and its own declared range for it."""
+
+    config_schema = {"strength": Float(0, 10), "steps": Int(1, 50)}  # noqa: RUF012
+
+    def __init__(self, steps=10, strength=1.0, flavour="x") -> None:
+        pass
+
+
+def test_own_groups_pass_through_or_declare_their_own_schema():
+    cfg = composed()
+    OmegaConf.set_struct(cfg, False)
+    cfg.method = {"_target_": "test_schema.NoSchema", "steps": 10, "anything": [1, "a"]}
+    check_config(cfg)  # unknown knobs pass through; steps is checked by the table
+    cfg.method.steps = "many"
+    with pytest.raises(UserError, match=r"method\.steps must be an integer"):
+        check_config(cfg)
+    cfg.method = {"_target_": "test_schema.OwnMethod", "steps": 40, "strength": 5.0}
+    check_config(cfg)
+    cfg.method.strength = 11
+    with pytest.raises(UserError, match=r"method.strength must be a number in \[0, 10\], got 11"):
+        check_config(cfg)
+    cfg.method.strength = 1
+    cfg.method.steps = 100  # its own range replaces the table's
+    with pytest.raises(UserError, match=r"method.steps must be an integer in \[1, 50\], got 100"):
+        check_config(cfg)
+
+
+def test_every_enumerated_knob_lists_its_options():
+    for key, spec in SCHEMA.items():
+        if isinstance(spec, Choice):
+            assert spec.options, key
+            assert spec.expected().startswith("one of "), key
