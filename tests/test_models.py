@@ -124,7 +124,8 @@ def test_preset_paths_and_options():
         model = preset(name, "paths.checkpoint_dir=/ckpt").model
         assert model.checkpoint == f"/ckpt/{model.release}"
         assert model.release in RELEASES
-        assert model.precision == "fp32" and model.channels_last and not model.compile
+        assert model.precision == "auto" and model.channels_last and model.compile == "auto"
+        assert model.checkpointing is False
     assert preset("adm_imagenet256_cond").model.class_label == 951
     assert preset("adm_imagenet256", "model.checkpoint=/x.pt").model.net.checkpoint == "/x.pt"
 
@@ -332,7 +333,8 @@ def test_precision_wrapper_returns_float32(small_model):
 def test_compile_option_compiles_the_network_once(small_model, monkeypatch):
     calls = []
 
-    def fake_compile(net, backend):
+    def fake_compile(net, backend, mode, dynamic):
+        assert dynamic is False  # static shapes: a short batch is padded
         calls.append((net, backend))
         return lambda *args, **kwargs: net(*args, **kwargs) + 1  # marks the compiled path
 

@@ -50,8 +50,11 @@ def test_debug_and_experiments_fit_the_schema():
         ("method.steps=null", "method.steps must be an integer in [1, 1000], got null"),
         ("method.eta=1.5", "method.eta must be a number in [0, 1], got 1.5"),
         ("method.eta=nan", "method.eta must be a number in [0, 1], got nan"),
-        ("dataset.batch_size=abc", "dataset.batch_size must be an integer >= 1, got 'abc'"),
-        ("dataset.batch_size=0", "dataset.batch_size must be an integer >= 1, got 0"),
+        (
+            "dataset.batch_size=abc",
+            "dataset.batch_size must be one of auto or an integer >= 1, got 'abc'",
+        ),
+        ("dataset.batch_size=0", "dataset.batch_size must be one of auto or an integer >= 1"),
         ("dataset.num_workers=-1", "dataset.num_workers must be an integer >= 0, got -1"),
         ("dataset.limit=0", "dataset.limit must be an integer >= 1 or null, got 0"),
         ("dataset.image_size=big", "dataset.image_size must be an integer >= 1 or null"),
@@ -80,8 +83,14 @@ def test_bad_values_are_one_line(override, message):
 def test_group_specific_ranges():
     with pytest.raises(UserError, match=r"task.operator.keep must be a number in \[0, 1\]"):
         check_config(composed("task=inpaint_random", "task.operator.keep=2"))
-    with pytest.raises(UserError, match=r"model.precision must be one of fp32, fp16, bf16"):
+    with pytest.raises(UserError, match=r"model.precision must be one of auto, fp32, fp16, bf16"):
         check_config(composed("model=adm_imagenet256", "model.precision=fp8"))
+    with pytest.raises(UserError, match=r"model.checkpointing must be true or false"):
+        check_config(composed("model=ddpm_celebahq256", "model.checkpointing=sometimes"))
+    with pytest.raises(UserError, match=r"model.compile must be true or false or a non-empty"):
+        check_config(composed("model=adm_imagenet256", "model.compile=3"))
+    check_config(composed("model=adm_imagenet256", "model.compile=max-autotune"))
+    check_config(composed("dataset=folder", "dataset.root=/x", "dataset.batch_size=auto"))
     with pytest.raises(UserError, match=r"schedule.level must be a number in \[0, 1\]"):
         check_config(composed("schedule=constant", "schedule.level=-1"))
     check_config(composed("method=pinv"))  # pinv declares its own: steps may be null

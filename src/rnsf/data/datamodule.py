@@ -34,7 +34,8 @@ class RestorationDataModule(L.LightningDataModule):
 
     `root: null` means the built-in demo folder. `list_file` is a path or the name of a list
     that ships with rnsf; `num_images`, `expected` and `source` describe a benchmark set
-    (see `ImageFolder`).
+    (see `ImageFolder`). `batch_size="auto"` is resolved by the job from the device
+    (`rnsf.denoisers.memory`) before the first batch.
     """
 
     def __init__(
@@ -46,7 +47,7 @@ class RestorationDataModule(L.LightningDataModule):
         interpolation: str = "bilinear",
         list_file: str | None = None,
         limit: int | None = None,
-        batch_size: int = 1,
+        batch_size: int | str = 1,
         num_workers: int = 0,
         measurements: bool = False,
         num_images: int | None = None,
@@ -70,10 +71,10 @@ class RestorationDataModule(L.LightningDataModule):
             source=source,
             alpha=alpha,
         )
-        if batch_size < 1:
+        if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
             from rnsf.utils.errors import UserError
 
-            raise UserError(f"dataset.batch_size must be >= 1, got {batch_size}")
+            raise UserError(f"dataset.batch_size must be auto or >= 1, got {batch_size!r}")
 
     def _loader(self) -> DataLoader:
         return DataLoader(

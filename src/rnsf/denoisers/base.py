@@ -37,6 +37,10 @@ class Denoiser(nn.Module):
         out = self(x, tt)
         return out[:, : x.shape[1]] if out.shape[1] != x.shape[1] else out
 
+    def describe(self, device: torch.device | None = None) -> dict:
+        """How the network runs, for metrics.json: precision, compile mode, compile seconds."""
+        return {"precision": "fp32", "compile": None, "compile_seconds": None}
+
     def check_size(self, height: int, width: int) -> None:
         """Raise a ValueError naming the size and the fix when the network cannot take it."""
         m = self.size_multiple

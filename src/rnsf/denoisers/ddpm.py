@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rnsf.denoisers.layers import GroupNorm32, full_precision, softmax32
+from rnsf.denoisers.layers import GroupNorm32, full_precision, run_block
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -84,7 +84,9 @@ class ResnetBlock(nn.Module):
 
 class AttnBlock(nn.Module):
     """Single-head self-attention with 1×1 convolutions q, k, v, proj_out (L137-189); scores
-    scaled by C^(−1/2), softmax in float32."""
+    scaled by C^(−1/2) (the default of `F.scaled_dot_product_attention`, which computes it;
+    equal to upstream's explicit product to 1e-5 in float32, tested), softmax accumulated in
+    float32."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -97,10 +99,10 @@ class AttnBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = x.shape
         h = self.norm(x)
-        q, k, v = (m(h).reshape(batch, channels, height * width) for m in (self.q, self.k, self.v))
-        weights = softmax32(torch.einsum("bci,bcj->bij", q, k) * channels**-0.5)
-        h = torch.einsum("bij,bcj->bci", weights, v).reshape(batch, channels, height, width)
-        return x + self.proj_out(h)
+        # (B, C, H, W) → (B, 1, HW, C): one head over all positions
+        q, k, v = (m(h).flatten(2).transpose(1, 2)[:, None] for m in (self.q, self.k, self.v))
+        h = F.scaled_dot_product_attention(q, k, v)[:, 0].transpose(1, 2)
+        return x + self.proj_out(h.reshape(batch, channels, height, width))
 
 
 class Level(nn.Module):
@@ -118,7 +120,11 @@ class DDPMUNet(nn.Module):
     Defaults are the CelebA-HQ 256 config (DDNM `configs/celeba_hq.yml`): ch 128,
     ch_mult (1, 1, 2, 2, 4, 4), 2 res-blocks, attention on 16×16 maps, dropout 0,
     resamp_with_conv true.
+
+    `checkpointing = True` recomputes each block's activations in the backward pass (DPS).
     """
+
+    checkpointing: bool = False
 
     def __init__(
         self,
@@ -202,26 +208,27 @@ class DDPMUNet(nn.Module):
             temb = timestep_embedding(t, self.ch)
             temb = self.temb.dense[1](F.silu(self.temb.dense[0](temb)))
 
+        ckpt = self.checkpointing
         hs = [self.conv_in(x)]
         for level, down in enumerate(self.down):
             for i, block in enumerate(down.block):
-                h = block(hs[-1], temb)
+                h = run_block(block, hs[-1], temb, checkpoint=ckpt)
                 if len(down.attn):
-                    h = down.attn[i](h)
+                    h = run_block(down.attn[i], h, checkpoint=ckpt)
                 hs.append(h)
             if level != self.levels - 1:
                 hs.append(down.downsample(hs[-1]))
 
-        h = self.mid.block_1(hs[-1], temb)
-        h = self.mid.attn_1(h)
-        h = self.mid.block_2(h, temb)
+        h = run_block(self.mid.block_1, hs[-1], temb, checkpoint=ckpt)
+        h = run_block(self.mid.attn_1, h, checkpoint=ckpt)
+        h = run_block(self.mid.block_2, h, temb, checkpoint=ckpt)
 
         for level in reversed(range(self.levels)):
             up = self.up[level]
             for i, block in enumerate(up.block):
-                h = block(torch.cat([h, hs.pop()], dim=1), temb)
+                h = run_block(block, torch.cat([h, hs.pop()], dim=1), temb, checkpoint=ckpt)
                 if len(up.attn):
-                    h = up.attn[i](h)
+                    h = run_block(up.attn[i], h, checkpoint=ckpt)
             if level != 0:
                 h = up.upsample(h)
 

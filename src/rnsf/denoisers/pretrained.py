@@ -8,6 +8,8 @@ checkpoint (`rnsf.denoisers.checkpoints`), build the architecture, load it with 
 
 from __future__ import annotations
 
+import logging
+import time
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -21,17 +23,57 @@ from rnsf.denoisers.base import Denoiser
 from rnsf.denoisers.ddpm import DDPMUNet
 from rnsf.utils.errors import UserError
 
+log = logging.getLogger(__name__)
+
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+#: torch.compile modes (inductor); `auto` picks reduce-overhead (CUDA graphs) on a GPU
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+_OFF = (None, False, "false", "off", "none")
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto`: bf16 on a GPU that has it (fp16 on older GPUs), fp32 elsewhere."""
+    if precision != "auto":
+        return precision
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def resolve_compile(option: bool | str | None, device: torch.device) -> dict | None:
+    """The `torch.compile` arguments of a `compile` option, or None for eager.
+
+    false: eager. true / `default` / another mode name: inductor in that mode. `auto`:
+    inductor with CUDA graphs (`reduce-overhead`) on a GPU, eager elsewhere. Any other string is
+    a backend name (`eager`, `aot_eager`, …) in its default mode.
+    """
+    if option in _OFF:
+        return None
+    if option == "auto":
+        return {"backend": "inductor", "mode": "reduce-overhead"} if device.type == "cuda" else None
+    if option is True or option in ("true", "on"):
+        return {"backend": "inductor", "mode": "default"}
+    if option in COMPILE_MODES:
+        return {"backend": "inductor", "mode": option}
+    return {"backend": str(option), "mode": None}
 
 
 class PretrainedDenoiser(Denoiser):
     """A frozen ε-network (`net(x, t[, y])`) with run-time options.
 
-    precision: `fp32`, or `fp16` / `bf16` autocast on a GPU (GroupNorm, softmax, the embedding
-        MLP and the output head stay in float32, as guided-diffusion's fp16 mode). On the CPU,
-        `fp16` falls back to fp32 with a warning; `bf16` uses CPU autocast.
+    precision: `auto` (bf16 on a GPU, fp32 on the CPU), `fp32` (exact), or `fp16` / `bf16`
+        autocast (GroupNorm statistics and the attention softmax accumulate in float32, the
+        embedding MLP and the output head run in float32, as guided-diffusion's fp16 mode). On
+        the CPU, `fp16` falls back to fp32 with a warning; `bf16` uses CPU autocast.
     channels_last: NHWC memory layout for the network and its input on a GPU.
-    compile: `torch.compile` the network on first use (`true` = inductor, or a backend name).
+    compile: `torch.compile` the network on first use (`resolve_compile`): `auto` (CUDA graphs
+        on a GPU, eager on the CPU; plain inductor when the first call needs gradients, as in
+        DPS), false, true, a mode name or a backend name. Shapes stay static: a batch smaller
+        than the largest one seen is padded to it, so neither a last, short batch nor a new
+        timestep (a tensor input) compiles again. The first compiled call's time is kept in
+        `compile_seconds`.
+    checkpointing: recompute each block's activations in the backward pass (DPS) instead of
+        keeping them: less memory per image for ~1 more forward per step.
     class_label: the ImageNet class index given to a class-conditional network for every image.
     """
 
@@ -44,13 +86,19 @@ class PretrainedDenoiser(Denoiser):
         precision: str = "fp32",
         channels_last: bool = True,
         compile: bool | str = False,
+        checkpointing: bool = False,
         class_label: int | None = None,
     ) -> None:
         super().__init__()
-        if precision not in PRECISIONS:
+        if precision not in (*PRECISIONS, "auto"):
             raise UserError(
                 f"model.precision={precision!r} is not supported; use one of "
-                f"{', '.join(PRECISIONS)}"
+                f"auto, {', '.join(PRECISIONS)}"
+            )
+        if compile not in _OFF and compile is not True and not isinstance(compile, str):
+            raise UserError(
+                f"model.compile={compile!r} is not supported; use auto, false, true, one of "
+                f"{', '.join(COMPILE_MODES)} or a torch.compile backend name"
             )
         num_classes = getattr(net, "num_classes", None)
         if num_classes is not None and (
@@ -65,6 +113,10 @@ class PretrainedDenoiser(Denoiser):
                 f"model {name} is unconditional; remove model.class_label={class_label}"
             )
         self.net = net.eval().requires_grad_(False)
+        if checkpointing:
+            if not hasattr(net, "checkpointing"):
+                raise UserError(f"model {name} does not support model.checkpointing")
+            net.checkpointing = True
         self.name = name
         self.precision = precision
         self.channels_last = bool(channels_last)
@@ -72,31 +124,57 @@ class PretrainedDenoiser(Denoiser):
         self.class_label = None if class_label is None else int(class_label)
         self.size_multiple = net.size_multiple
         self.native_size = native_size
+        self.compile_seconds: float | None = None
+        self.compile_mode: str | None = None  # the mode (or backend) in use once compiled
         self._nhwc = False
         self._warned = False
+        self._batch = 0  # the batch size the compiled network was traced for
         self.__dict__["_compiled"] = None  # kept out of the module tree and the state dict
 
     def autocast_dtype(self, device: torch.device) -> torch.dtype | None:
         """The autocast dtype on `device`, or None for plain fp32."""
-        if self.precision == "fp32":
+        precision = resolve_precision(self.precision, device)
+        if precision == "fp32":
             return None
-        if device.type == "cuda" or (device.type == "cpu" and self.precision == "bf16"):
-            return PRECISIONS[self.precision]
+        if device.type == "cuda" or (device.type == "cpu" and precision == "bf16"):
+            return PRECISIONS[precision]
         if not self._warned:
             warnings.warn(
-                f"model.precision={self.precision} needs a GPU; {self.name} runs in fp32 on "
+                f"model.precision={precision} needs a GPU; {self.name} runs in fp32 on "
                 f"{device.type}",
                 stacklevel=3,
             )
             self._warned = True
         return None
 
-    def _runner(self) -> Callable:
-        if not self.compile:
-            return self.net
+    def describe(self, device: torch.device | None = None) -> dict:
+        """What metrics.json records: the precision and compile mode in effect on `device`
+        (default: the model's), and the first compiled call's seconds once it has run."""
+        device = device or self._abar.device
+        dtype = self.autocast_dtype(device)
+        names = {v: k for k, v in PRECISIONS.items()}
+        compiled = resolve_compile(self.compile, device)
+        mode = self.compile_mode
+        if mode is None and compiled is not None:
+            mode = compiled["mode"] or compiled["backend"]
+        return {
+            "precision": names[dtype] if dtype is not None else "fp32",
+            "compile": mode,
+            "compile_seconds": self.compile_seconds,
+        }
+
+    def _compiled_net(self, device: torch.device) -> Callable | None:
+        options = resolve_compile(self.compile, device)
+        if options is None:
+            return None
         if self._compiled is None:
-            backend = self.compile if isinstance(self.compile, str) else "inductor"
-            self.__dict__["_compiled"] = torch.compile(self.net, backend=backend)
+            if self.compile == "auto" and torch.is_grad_enabled():
+                options["mode"] = "default"  # gradients through the network: no CUDA graphs
+            self.compile_mode = options["mode"] or options["backend"]
+            mode = None if options["mode"] == "default" else options["mode"]
+            self.__dict__["_compiled"] = torch.compile(
+                self.net, backend=options["backend"], mode=mode, dynamic=False
+            )
         return self._compiled
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -110,9 +188,36 @@ class PretrainedDenoiser(Denoiser):
         if self.class_label is not None:
             extra["y"] = torch.full((x.shape[0],), self.class_label, device=device)
         dtype = self.autocast_dtype(device)
+        compiled = self._compiled_net(device)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            out = self._runner()(x, t, **extra)
+            if compiled is None:
+                out = self.net(x, t, **extra)
+            else:
+                out = self._run_compiled(compiled, x, t, extra)
         return out.float().contiguous()
+
+    def _run_compiled(self, compiled: Callable, x, t, extra: dict) -> torch.Tensor:
+        """The compiled network on a batch padded to the traced size (static shapes)."""
+        batch = x.shape[0]
+        first = self.compile_seconds is None or batch > self._batch
+        self._batch = max(self._batch, batch)
+        if batch < self._batch:
+            pad = self._batch - batch
+            x = torch.cat([x, x[-1:].expand(pad, *x.shape[1:])])
+            t = torch.cat([t, t[-1:].expand(pad)])
+            extra = {k: torch.cat([v, v[-1:].expand(pad)]) for k, v in extra.items()}
+        if self.compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
+        start = time.perf_counter()
+        out = compiled(x, t, **extra)
+        if first:
+            if x.device.type == "cuda":
+                torch.cuda.synchronize(x.device)
+            seconds = time.perf_counter() - start
+            self.compile_seconds = (self.compile_seconds or 0.0) + seconds
+            log.info("compiled %s (%s) in %.1f s", self.name, self.compile_mode, seconds)
+        # CUDA graphs reuse their output memory on the next call: keep a copy
+        return out[:batch].clone() if self.compile_mode == "reduce-overhead" else out[:batch]
 
 
 def _load(
@@ -142,6 +247,7 @@ def load_adm(
     precision: str = "fp32",
     channels_last: bool = True,
     compile: bool | str = False,
+    checkpointing: bool = False,
     class_label: int | None = None,
 ) -> PretrainedDenoiser:
     """A guided-diffusion UNet (`ADMUNet(**arch)`) with the weights of `checkpoint`."""
@@ -154,6 +260,7 @@ def load_adm(
         precision=precision,
         channels_last=channels_last,
         compile=compile,
+        checkpointing=checkpointing,
         class_label=class_label,
     )
 
@@ -167,6 +274,7 @@ def load_ddpm(
     precision: str = "fp32",
     channels_last: bool = True,
     compile: bool | str = False,
+    checkpointing: bool = False,
 ) -> PretrainedDenoiser:
     """A DDPM "simple" UNet (`DDPMUNet(**arch)`) with the weights of `checkpoint`."""
     return _load(
@@ -178,4 +286,5 @@ def load_ddpm(
         precision=precision,
         channels_last=channels_last,
         compile=compile,
+        checkpointing=checkpointing,
     )

@@ -39,7 +39,7 @@ def check_batches(datamodule) -> None:
     """With `dataset.resize=none` the files may differ in size, and a batch stacks images of one
     size only: fail up front, naming two files, rather than in the middle of the job."""
     dataset = datamodule.dataset
-    if datamodule.batch_size < 2 or dataset.resize != "none":
+    if datamodule.batch_size == 1 or dataset.resize != "none":  # "auto" may stack several
         return
     sizes = dataset.sizes()
     other = next((i for i, size in enumerate(sizes) if size != sizes[0]), None)

@@ -187,6 +187,8 @@ class RestorationModule(L.LightningModule):
         columns = [c for c in PER_IMAGE_COLUMNS if c in ("index", "name", "seconds", *metrics)]
         outputs.write_rows(self.output_dir / "per_image.csv", rows, columns)
         summary = dict(self.run_info)
+        if self.denoiser is not None:  # the compile time is known once the job has run
+            summary.update(self.denoiser.describe(self.device))
         summary["n_images"] = len(rows)
         for key in ("psnr", "ssim", "lpips", "consistency"):
             summary[key] = outputs.mean(rows, key) if key in metrics else None

@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from rnsf.denoisers.memory import auto_batch_size
 from rnsf.engine import distributed, resume
 from rnsf.engine.checks import builtin_prior_note, check_batches, check_sizes
 from rnsf.engine.loggers import finish_wandb
@@ -93,8 +94,19 @@ def run(cfg: DictConfig) -> dict:
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     callbacks = wandb_callbacks(loggers, OmegaConf.to_container(cfg, resolve=True))
     trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
-    info["device"] = str(trainer.strategy.root_device)
+    device = trainer.strategy.root_device
+    info["device"] = str(device)
     info["world_size"] = trainer.world_size
+    if datamodule.batch_size == "auto":
+        datamodule.batch_size = auto_batch_size(
+            denoiser, device, image_shape(cfg, datamodule, task), grad=method.needs_grad
+        )
+    info["batch_size"] = datamodule.batch_size
+    info.update(
+        denoiser.describe(device)
+        if denoiser is not None
+        else {"precision": None, "compile": None, "compile_seconds": None}
+    )
     distributed.check_world_size(len(datamodule.dataset), trainer.world_size)
     module.run_info = info
     start = time.perf_counter()
@@ -119,6 +131,15 @@ def run(cfg: DictConfig) -> dict:
 
 def _is_number(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def image_shape(cfg, datamodule, task) -> tuple[int, int, int]:
+    """(C, H, W) of the images the network restores (in predict mode: of x, not of y)."""
+    height, width = datamodule.dataset.first_size()
+    if cfg.mode == "predict":
+        y = torch.zeros(1, 3, height, width)
+        return tuple(task.operator.x_shape(task.operator.measurement_from_image(y).shape)[1:])
+    return 3, height, width
 
 
 def run_info(cfg, choices, datamodule, task, method) -> dict:

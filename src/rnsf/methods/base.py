@@ -39,6 +39,8 @@ class Method:
     #: True when `restore` takes `known=KnownRegion` (the overlap constraint of tiling,
     #: `rnsf.methods.constraint`) and applies it to x̃₀ after every projection
     supports_known: bool = False
+    #: whether `restore` differentiates through the network (memory per image, batch size)
+    needs_grad: bool = False
 
     @property
     def nfe(self) -> int:

@@ -37,6 +37,7 @@ class DPS(Method):
     scale_inpainting: float = 0.5
     scale_default: float = 0.3
     name: str = field(default="dps", init=False)
+    needs_grad = True  # a class attribute, not a field
 
     def __post_init__(self) -> None:
         if self.steps != NUM_TIMESTEPS:

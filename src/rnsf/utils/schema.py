@@ -115,6 +115,20 @@ class Choice(Spec):
         return "one of " + ", ".join(str(o) for o in self.options)
 
 
+class Either(Spec):
+    """A value that fits one of `specs` (e.g. `auto` or an integer >= 1)."""
+
+    def __init__(self, *specs: Spec, nullable: bool = False) -> None:
+        super().__init__(nullable)
+        self.specs = specs
+
+    def fits(self, value) -> bool:
+        return any(spec.fits(value) for spec in self.specs)
+
+    def describe(self) -> str:
+        return " or ".join(spec.describe() for spec in self.specs)
+
+
 class Str(Spec):
     """A non-empty string: a path or a name."""
 
@@ -144,7 +158,7 @@ SCHEMA: dict[str, Spec] = {
     "dataset.list_file": Str(nullable=True),
     "dataset.limit": Int(1, nullable=True),
     "dataset.num_images": Int(1, nullable=True),
-    "dataset.batch_size": Int(1),
+    "dataset.batch_size": Either(Choice("auto"), Int(1)),
     "dataset.num_workers": Int(0),
     "dataset.measurements": Bool(),
     # task: the noise and the operators' parameters
@@ -181,7 +195,9 @@ SCHEMA: dict[str, Spec] = {
     "schedule.start": UNIT,
     "schedule.end": UNIT,
     # model
-    "model.precision": Choice("fp32", "fp16", "bf16"),
+    "model.precision": Choice("auto", "fp32", "fp16", "bf16"),
+    "model.compile": Either(Bool(), Str()),  # a mode or backend name: checked by the model
+    "model.checkpointing": Bool(),
     "model.channels_last": Bool(),
     "model.class_label": Int(0, 999, nullable=True),
     "model.checkpoint": Str(nullable=True),

@@ -1,0 +1,3 @@
+from rnsf.bench.cli import main
+
+main()

@@ -1,0 +1,207 @@
+"""The benchmark's measurements: one function per row of its tables."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from rnsf.bench.measure import best_time, peak_gib, reset_peak, sync
+from rnsf.denoisers import ADMUNet, DDPMUNet, PretrainedDenoiser
+from rnsf.methods import DPS
+from rnsf.utils.cli import CONF_DIR
+from rnsf.utils.random import image_generators
+
+#: reduced widths of `--smoke` (every feature of the full networks, CPU-cheap), at 16²
+SMOKE_ARCH = {
+    ADMUNet: dict(
+        image_size=16,
+        model_channels=32,
+        channel_mult=[1, 2],
+        num_res_blocks=1,
+        attention_resolutions=[16],
+        num_head_channels=16,
+    ),
+    DDPMUNet: dict(resolution=16, ch=32, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[16]),
+}
+
+
+def compose_config(*overrides: str):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+@dataclass
+class Preset:
+    """A `model` preset's architecture, built with random weights."""
+
+    name: str
+    network: type
+    arch: dict
+    size: int
+    class_label: int | None
+
+    @classmethod
+    def load(cls, name: str, smoke: bool = False) -> Preset:
+        model = compose_config(f"model={name}").model
+        network = ADMUNet if model.net._target_.endswith("load_adm") else DDPMUNet
+        arch = dict(model.arch)
+        if smoke:
+            arch.update(SMOKE_ARCH[network])
+        size = int(arch.get("image_size", arch.get("resolution", 256)))
+        return cls(name, network, arch, size, model.get("class_label"))
+
+    def build(self) -> torch.nn.Module:
+        return self.network(**self.arch)
+
+
+def forward_row(
+    net: torch.nn.Module,
+    preset: Preset,
+    device: torch.device,
+    precision: str,
+    batch: int,
+    compile_option: bool | str,
+    repeats: int,
+) -> tuple[dict, PretrainedDenoiser]:
+    """Time one forward pass of `batch` images through the wrapper the jobs use."""
+    denoiser = PretrainedDenoiser(
+        net,
+        name=preset.name,
+        native_size=preset.size,
+        precision=precision,
+        compile=compile_option,
+        class_label=preset.class_label,
+    ).to(device)
+    x = torch.randn(batch, 3, preset.size, preset.size, device=device)
+    t = torch.full((batch,), 500, device=device, dtype=torch.long)
+    with torch.no_grad():
+        reset_peak(device)
+        sync(device)
+        start = time.perf_counter()
+        denoiser(x, t)  # warm-up: compiles, picks kernels
+        sync(device)
+        first = time.perf_counter() - start
+        denoiser(x, t)  # CUDA graphs record on a later call than the first
+        seconds = best_time(lambda: denoiser(x, t), device, repeats)
+    info = denoiser.describe(device)
+    row = {
+        "model": preset.name,
+        "precision": info["precision"],
+        "batch": batch,
+        "compile": info["compile"],
+        "seconds": seconds,
+        "first_call_seconds": first,
+        "compile_seconds": info["compile_seconds"],
+        "peak_memory_gib": peak_gib(device),
+    }
+    return row, denoiser
+
+
+def restore_inputs(task_name: str, batch: int, size: int, device: torch.device, method: str):
+    cfg = compose_config(f"task={task_name}", f"method={method}")
+    task = instantiate(cfg.task)
+    x = torch.rand(batch, 3, size, size, device=device) * 2 - 1
+    gens = lambda: image_generators(0, range(batch), device)  # noqa: E731
+    operator, y = task.measure(x, gens())
+    return cfg, task, operator, y, gens
+
+
+def method_row(
+    name: str,
+    denoiser: PretrainedDenoiser,
+    device: torch.device,
+    batch: int,
+    size: int,
+    steps: int,
+    forward_seconds: float,
+    repeats: int,
+    task_name: str = "sr4",
+) -> dict:
+    """Seconds per image of a restoration and its overhead over the bare forward passes."""
+    cfg, task, operator, y, gens = restore_inputs(task_name, batch, size, device, name)
+    method = instantiate(compose_config(f"method={name}", f"method.steps={steps}").method)
+    default_nfe = instantiate(cfg.method).nfe  # the method's default steps (100)
+
+    def restore():
+        method.restore(y, operator, denoiser, gens(), sigma_y=task.sigma_model)
+
+    with torch.no_grad():
+        seconds = best_time(restore, device, repeats)
+    per_image = seconds / batch
+    return {
+        "method": name,
+        "model": denoiser.name,
+        **{k: denoiser.describe(device)[k] for k in ("precision", "compile")},
+        "batch": batch,
+        "steps": steps,
+        "nfe": method.nfe,
+        "seconds_per_image": per_image,
+        "overhead": seconds / (method.nfe * forward_seconds),
+        "default_nfe": default_nfe,
+        "seconds_per_image_default": per_image * default_nfe / method.nfe,
+        "images_per_second_default": method.nfe / (per_image * default_nfe),
+    }
+
+
+class _Stop(Exception):
+    """Ends a DPS run after the steps a benchmark wants."""
+
+
+def dps_row(
+    denoiser: PretrainedDenoiser,
+    device: torch.device,
+    batch: int,
+    size: int,
+    steps: int,
+    checkpointing: bool,
+    repeats: int,
+    task_name: str = "sr4",
+) -> dict:
+    """DPS's step cost in forward passes, its time scaled to 1,000 steps and its memory per
+    image, with or without activation checkpointing inside the network."""
+    _, task, operator, y, gens = restore_inputs(task_name, batch, size, device, "dps")
+    method = DPS()
+    net = denoiser.net
+    saved, net.checkpointing = net.checkpointing, checkpointing
+
+    def run(count: int) -> None:
+        done = []
+
+        def stop(info) -> None:
+            done.append(info.index)
+            if len(done) >= count:
+                raise _Stop
+
+        with contextlib.suppress(_Stop):
+            method.restore(y, operator, denoiser, gens(), sigma_y=task.sigma_model, callback=stop)
+
+    x = torch.randn(batch, 3, size, size, device=device)
+    t = torch.full((batch,), 500, device=device, dtype=torch.long)
+    try:
+        with torch.no_grad():
+            denoiser(x, t)
+            forward = best_time(lambda: denoiser(x, t), device, repeats)
+        run(1)  # warm-up
+        reset_peak(device)
+        seconds = best_time(lambda: run(steps), device, repeats)
+        peak = peak_gib(device)
+    finally:
+        net.checkpointing = saved
+    step = seconds / steps
+    return {
+        "model": denoiser.name,
+        **{k: denoiser.describe(device)[k] for k in ("precision", "compile")},
+        "checkpointing": checkpointing,
+        "batch": batch,
+        "steps_run": steps,
+        "step_seconds": step,
+        "forward_seconds": forward,
+        "forwards_per_step": step / forward,
+        "seconds_per_image_1000": step * 1000 / batch,
+        "peak_memory_gib_per_image": None if peak is None else peak / batch,
+    }

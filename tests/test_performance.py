@@ -1,0 +1,345 @@
+"""Speed without loss of exactness: fused attention, low-precision layers, compilation,
+activation checkpointing, the automatic batch size and the benchmark (`python -m rnsf.bench`).
+
+Everything runs on the CPU at reduced widths with random weights; no test asserts a timing.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from rnsf.denoisers import ADMUNet, DDPMUNet, PretrainedDenoiser, adm, ddpm, load_tiny_prior
+from rnsf.denoisers.layers import GroupNorm32, full_precision
+from rnsf.denoisers.memory import auto_batch_size, fit_batch
+from rnsf.denoisers.pretrained import resolve_compile, resolve_precision
+
+SMALL_ADM = dict(
+    image_size=32,
+    model_channels=32,
+    channel_mult=(1, 2),
+    num_res_blocks=1,
+    attention_resolutions=(16,),
+    num_head_channels=16,
+)
+SMALL_DDPM = dict(resolution=32, ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,))
+NETWORKS = [(ADMUNet, SMALL_ADM), (DDPMUNet, SMALL_DDPM)]
+CPU = torch.device("cpu")
+
+
+def _inputs(batch: int = 4, size: int = 32):
+    torch.manual_seed(0)
+    return torch.randn(batch, 3, size, size), torch.tensor([10, 300, 600, 990][:batch])
+
+
+def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).detach().norm() / b.detach().norm())
+
+
+# -- the einsum attention these blocks computed before, kept here as the reference ----------
+def einsum_adm_attention(block: adm.AttentionBlock, qkv: torch.Tensor) -> torch.Tensor:
+    batch, width, length = qkv.shape
+    heads = block.num_heads
+    ch = width // (3 * heads)
+    if block.legacy_order:
+        q, k, v = qkv.reshape(batch * heads, 3 * ch, length).split(ch, dim=1)
+    else:
+        q, k, v = (z.reshape(batch * heads, ch, length) for z in qkv.chunk(3, dim=1))
+    scale = ch**-0.25
+    scores = torch.einsum("nct,ncs->nts", q * scale, k * scale)
+    weights = torch.softmax(scores.float(), dim=-1).to(scores.dtype)
+    return torch.einsum("nts,ncs->nct", weights, v).reshape(batch, heads * ch, length)
+
+
+def einsum_ddpm_attention(block: ddpm.AttnBlock, x: torch.Tensor) -> torch.Tensor:
+    batch, channels, height, width = x.shape
+    h = block.norm(x)
+    q, k, v = (m(h).reshape(batch, channels, height * width) for m in (block.q, block.k, block.v))
+    scores = torch.einsum("bci,bcj->bij", q, k) * channels**-0.5
+    weights = torch.softmax(scores.float(), dim=-1).to(scores.dtype)
+    h = torch.einsum("bij,bcj->bci", weights, v).reshape(batch, channels, height, width)
+    return x + block.proj_out(h)
+
+
+@pytest.mark.parametrize("legacy", [True, False])
+def test_adm_sdpa_attention_equals_the_einsum_path(legacy, monkeypatch):
+    torch.manual_seed(0)
+    block = adm.AttentionBlock(64, num_head_channels=16, legacy_order=legacy)
+    x = 3 * torch.randn(3, 64, 8, 8)
+    qkv = block.qkv(block.norm(x.reshape(3, 64, -1)))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            block.attention(qkv), einsum_adm_attention(block, qkv), atol=1e-5, rtol=0
+        )
+        net, (x, t) = ADMUNet(**{**SMALL_ADM, "legacy_attention": legacy}), _inputs()
+        fused = net(x, t)
+        monkeypatch.setattr(adm.AttentionBlock, "attention", einsum_adm_attention)
+        torch.testing.assert_close(fused, net(x, t), atol=1e-5, rtol=0)
+
+
+def test_ddpm_sdpa_attention_equals_the_einsum_path(monkeypatch):
+    torch.manual_seed(0)
+    block = ddpm.AttnBlock(64)
+    x = 3 * torch.randn(3, 64, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), einsum_ddpm_attention(block, x), atol=1e-5, rtol=0)
+        net, (x, t) = DDPMUNet(**SMALL_DDPM), _inputs()
+        fused = net(x, t)
+        monkeypatch.setattr(ddpm.AttnBlock, "forward", einsum_ddpm_attention)
+        torch.testing.assert_close(fused, net(x, t), atol=1e-5, rtol=0)
+
+
+def test_state_dict_keys_are_unchanged_by_the_fused_layers():
+    """The checkpoints' key grammar: attention and norms hold the same parameters as before."""
+    block = adm.AttentionBlock(64, num_head_channels=16)
+    assert set(block.state_dict()) == {
+        "norm.weight",
+        "norm.bias",
+        "qkv.weight",
+        "qkv.bias",
+        "proj_out.weight",
+        "proj_out.bias",
+    }
+    assert set(ddpm.AttnBlock(64).state_dict()) == {
+        f"{m}.{p}" for m in ("norm", "q", "k", "v", "proj_out") for p in ("weight", "bias")
+    }
+
+
+# -- GroupNorm and precision -----------------------------------------------------------------
+def test_groupnorm32_is_exact_in_fp32_and_stays_in_the_activation_dtype():
+    torch.manual_seed(0)
+    norm = GroupNorm32(8, 32)
+    nn.init.normal_(norm.weight)
+    nn.init.normal_(norm.bias)
+    x = 2 + 3 * torch.randn(2, 32, 8, 8)
+    assert torch.equal(norm(x), nn.GroupNorm.forward(norm, x))
+    low = x.bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = norm(low)
+    assert out.dtype == torch.bfloat16  # no float32 copy handed on
+    with full_precision(x):
+        ref = nn.GroupNorm.forward(norm, low.float())
+    # statistics in float32: the only error is bf16's rounding of input, parameters and output
+    assert _relative(out.float(), ref) < 8e-3
+
+
+@pytest.mark.parametrize("network, arch", NETWORKS)
+def test_reduced_precision_eps_is_within_its_stated_error_of_fp32(network, arch):
+    """Random weights, reduced width: ε from bf16 within 2.5 % (measured 1.2-1.6 %) and from
+    fp16 within 0.4 % (measured 0.14-0.20 %) of fp32's, relative L2 over a batch."""
+    torch.manual_seed(0)
+    x, t = _inputs()
+    exact = PretrainedDenoiser(network(**arch), name="small", native_size=32, precision="fp32")
+    bf16 = PretrainedDenoiser(exact.net, name="small", native_size=32, precision="bf16")
+    with torch.no_grad():
+        ref = exact.eps(x, 500), exact(x, t)
+        low = bf16.eps(x, 500), bf16(x, t)
+        with torch.autocast("cpu", dtype=torch.float16):  # the fp16 recipe, on CPU autocast
+            half = exact.net(x, t).float()
+    assert low[1].dtype == torch.float32
+    for a, b in zip(low, ref, strict=True):
+        assert 1e-4 < _relative(a, b) < 2.5e-2
+    assert 1e-5 < _relative(half, ref[1]) < 4e-3
+
+
+@pytest.mark.slow
+def test_builtin_prior_restores_in_bf16_as_in_fp32():
+    """RNSF (exp) at SR×4 on two demo crops: bf16 and fp32 restorations agree to > 55 dB PSNR
+    (the README's 4 images × 20 steps: 65.1-65.8 dB)."""
+    from hydra.utils import instantiate
+
+    from rnsf.bench.cells import compose_config
+    from rnsf.data.demo import DEMO_DIR
+    from rnsf.data.folder import ImageFolder
+    from rnsf.methods import RNSF
+    from rnsf.schedules import ExpSchedule
+    from rnsf.utils.random import image_generators
+
+    demo = ImageFolder(DEMO_DIR, image_size=None, resize="none")
+    x = torch.stack([demo[i]["image"][:, :32, :32] for i in range(2)])
+    task = instantiate(compose_config("task=sr4").task)
+    net = load_tiny_prior()
+    out = {}
+    for precision in ("fp32", "bf16"):
+        denoiser = PretrainedDenoiser(net, name="tiny", native_size=None, precision=precision)
+        generators = image_generators(0, range(2))
+        operator, y = task.measure(x, generators)
+        with torch.no_grad():
+            out[precision] = RNSF(steps=10, schedule=ExpSchedule()).restore(
+                y, operator, denoiser, generators, sigma_y=task.sigma_model
+            )
+    mse = (out["fp32"].clamp(-1, 1) - out["bf16"].clamp(-1, 1)).square().flatten(1).mean(1)
+    psnr = 10 * torch.log10(4 / mse)
+    assert not torch.equal(out["fp32"], out["bf16"])
+    assert (psnr > 55).all(), psnr
+
+
+def test_auto_precision_and_compile_resolve_from_the_device(monkeypatch):
+    cuda = torch.device("cuda")
+    assert resolve_precision("auto", CPU) == "fp32"
+    assert resolve_precision("fp16", CPU) == "fp16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_precision("auto", cuda) == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_precision("auto", cuda) == "fp16"  # pre-Ampere GPUs
+    assert resolve_compile("auto", CPU) is None
+    assert resolve_compile("auto", cuda) == {"backend": "inductor", "mode": "reduce-overhead"}
+    for off in (False, None, "false"):
+        assert resolve_compile(off, cuda) is None
+    assert resolve_compile(True, CPU) == {"backend": "inductor", "mode": "default"}
+    assert resolve_compile("max-autotune", CPU) == {"backend": "inductor", "mode": "max-autotune"}
+    assert resolve_compile("aot_eager", CPU) == {"backend": "aot_eager", "mode": None}
+
+    denoiser = PretrainedDenoiser(
+        ADMUNet(**SMALL_ADM), name="s", native_size=32, precision="auto", compile="auto"
+    )
+    assert denoiser.describe(CPU) == {"precision": "fp32", "compile": None, "compile_seconds": None}
+    assert PretrainedDenoiser(
+        denoiser.net, name="s", native_size=32, precision="bf16", compile="reduce-overhead"
+    ).describe(CPU) == {"precision": "bf16", "compile": "reduce-overhead", "compile_seconds": None}
+    assert load_tiny_prior().describe()["precision"] == "fp32"
+
+
+# -- compilation -----------------------------------------------------------------------------
+@pytest.fixture
+def counted_compile(monkeypatch):
+    """torch.compile with a backend that counts the graphs it is given (no code generation)."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    real = torch.compile
+    counters = []
+
+    def compile_(model, backend, mode, dynamic):
+        counter = CompileCounterWithBackend("aot_eager" if backend == "aot_eager" else "eager")
+        counters.append(counter)
+        return real(model, backend=counter, dynamic=dynamic)
+
+    monkeypatch.setattr(torch, "compile", compile_)
+    torch._dynamo.reset()
+    yield counters
+    torch._dynamo.reset()
+
+
+def test_compiled_network_is_traced_once_for_all_timesteps_and_a_short_last_batch(
+    counted_compile,
+):
+    net = ADMUNet(**SMALL_ADM)
+    denoiser = PretrainedDenoiser(net, name="s", native_size=32, compile="default")
+    torch.manual_seed(0)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        for step, t in enumerate((990, 500, 10)):
+            batch = x if step < 2 else x[:2]  # the last batch is shorter
+            out = denoiser.eps(batch, t)
+            ref = net(batch, torch.full((batch.shape[0],), t))[:, :3]
+            assert out.shape == (batch.shape[0], 3, 32, 32)
+            torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    (counter,) = counted_compile
+    assert counter.frame_count == 1  # no recompilation: t is a tensor, the batch padded
+    info = denoiser.describe(CPU)
+    assert info["compile"] == "default" and info["compile_seconds"] > 0
+
+
+def test_compiled_network_gives_the_input_gradient_of_the_eager_one(counted_compile):
+    net = DDPMUNet(**SMALL_DDPM)
+    denoiser = PretrainedDenoiser(net, name="s", native_size=32, compile="aot_eager")
+    x, t = _inputs(2)
+    grads = []
+    for model in (denoiser, net):
+        xx = x.clone().requires_grad_(True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(model(xx, t).square().sum(), xx)
+        grads.append(grad)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+    assert counted_compile[0].frame_count == 1
+
+
+def test_bad_compile_and_precision_options_are_one_line_errors():
+    from rnsf.utils.errors import UserError
+
+    net = ADMUNet(**SMALL_ADM)
+    with pytest.raises(UserError, match=r"model\.compile=3"):
+        PretrainedDenoiser(net, name="s", native_size=32, compile=3)
+    with pytest.raises(UserError, match=r"model\.precision='fp64'.*auto, fp32"):
+        PretrainedDenoiser(net, name="s", native_size=32, precision="fp64")
+
+
+# -- activation checkpointing (DPS) ----------------------------------------------------------
+@pytest.mark.parametrize("network, arch", NETWORKS)
+def test_activation_checkpointing_gives_equal_input_gradients(network, arch):
+    torch.manual_seed(0)
+    plain = PretrainedDenoiser(network(**arch), name="s", native_size=32)
+    ckpt = PretrainedDenoiser(network(**arch), name="s", native_size=32, checkpointing=True)
+    ckpt.net.load_state_dict(plain.net.state_dict())
+    assert ckpt.net.checkpointing and not plain.net.checkpointing
+    x, t = _inputs(2)
+    grads, outs = [], []
+    for model in (plain, ckpt):
+        xx = x.clone().requires_grad_(True)
+        with torch.enable_grad():
+            out = model(xx, t)
+            x0 = (xx - 0.6 * out[:, :3]) / 0.8
+            (grad,) = torch.autograd.grad(x0.flatten(1).norm(dim=1).sum(), xx)
+        grads.append(grad)
+        outs.append(out.detach())
+    assert torch.equal(outs[0], outs[1])
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-6, rtol=1e-5)
+    assert all(p.grad is None for p in ckpt.parameters())
+
+
+# -- the batch size ------------------------------------------------------------------------------
+def test_auto_batch_size_fits_the_memory_and_is_fixed_on_the_cpu():
+    gib = 2**30
+    assert fit_batch(0.6 * gib, 140 * gib) == 32  # ADM-256 bf16 on an H200: the cap
+    assert fit_batch(4.1 * gib, 140 * gib) == 16  # DPS on ADM-256: 16 × 4.1 < 0.8 × 140
+    assert fit_batch(4.1 * gib, 80 * gib) == 8
+    assert fit_batch(50 * gib, 40 * gib) == 1
+    assert fit_batch(0.1 * gib, 80 * gib, cap=24) == 16  # powers of two
+    assert auto_batch_size(None, CPU, (3, 256, 256)) == 4
+    assert auto_batch_size(load_tiny_prior(), CPU, (3, 64, 64), grad=True) == 4
+
+
+# -- the benchmark -------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_benchmark_smoke_writes_every_table(tmp_path, capsys):
+    from rnsf.bench import main
+
+    out = tmp_path / "bench.json"
+    main(["--smoke", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["smoke"] is True and result["device"] == "cpu"
+    assert result["torch"] == torch.__version__
+    assert set(result["ceiling_tflops"]) == {"fp32", "bf16", "fp16"}
+    assert result["ceiling_tflops"]["fp32"] > 0 and result["ceiling_tflops"]["fp16"] is None
+    presets = {"adm_imagenet256", "adm_imagenet256_cond", "adm_ffhq256", "ddpm_celebahq256"}
+    assert set(result["flops_per_image"]) == presets
+    cells = {(r["precision"], r["batch"], r["compile"]) for r in result["forward"]}
+    assert cells == {
+        ("fp32", 1, None),
+        ("fp32", 2, None),
+        ("bf16", 1, None),
+        ("bf16", 2, None),
+        ("bf16", 2, "eager"),  # the compiled row, with --smoke's backend
+        ("fp16", 1, None),
+        ("fp16", 2, None),
+    }
+    for row in result["forward"]:
+        if row["precision"] == "fp16":
+            assert row["skipped"] == "needs a GPU" and row["seconds"] is None
+        else:
+            assert row["seconds"] > 0 and row["tflops"] > 0 and row["pct_ceiling"] > 0
+            assert row["peak_memory_gib"] is None  # CPU
+            assert (row["compile_seconds"] is None) == (row["compile"] is None)
+    assert [r["method"] for r in result["methods"]] == ["rnsf", "ddnm", "ddrm", "ssd"]
+    for row in result["methods"]:
+        assert row["nfe"] > 0 and row["seconds_per_image"] > 0 and row["overhead"] > 0
+        assert row["default_nfe"] in (99, 100) and row["images_per_second_default"] > 0
+    assert [r["checkpointing"] for r in result["dps"]] == [False, True]
+    for row in result["dps"]:
+        assert row["steps_run"] == 2 and row["forwards_per_step"] > 0
+        assert row["seconds_per_image_1000"] > 0 and row["peak_memory_gib_per_image"] is None
+    printed = capsys.readouterr().out
+    assert "| model | precision | batch | compile |" in printed and "| DPS |" in printed
