@@ -315,7 +315,7 @@ def test_benchmark_smoke_writes_every_table(tmp_path, capsys):
     assert set(result["ceiling_tflops"]) == {"fp32", "bf16", "fp16"}
     assert result["ceiling_tflops"]["fp32"] > 0 and result["ceiling_tflops"]["fp16"] is None
     presets = {"adm_imagenet256", "adm_imagenet256_cond", "adm_ffhq256", "ddpm_celebahq256"}
-    assert set(result["flops_per_image"]) == presets
+    assert set(result["flops_per_image"]) >= presets  # every pretrained preset
     cells = {(r["precision"], r["batch"], r["compile"]) for r in result["forward"]}
     assert cells == {
         ("fp32", 1, None),

@@ -14,8 +14,10 @@ from rnsf.bench import table
 from rnsf.bench.cells import Preset, dps_row, forward_row, method_row
 from rnsf.bench.measure import forward_flops, matmul_ceiling
 from rnsf.denoisers.pretrained import resolve_precision
+from rnsf.utils.cli import CONF_DIR
 
-PRESETS = ["adm_imagenet256", "adm_imagenet256_cond", "adm_ffhq256", "ddpm_celebahq256"]
+#: every pretrained preset of conf/model (their FLOPs are counted; the built-in prior is not one)
+PRESETS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml") if p.stem != "tiny")
 METHODS = ["rnsf", "ddnm", "ddrm", "ssd", "dps"]
 
 #: what --smoke changes: CPU, reduced widths at 32², tiny grids, the `eager` compile backend

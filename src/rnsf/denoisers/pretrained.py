@@ -206,6 +206,8 @@ class PretrainedDenoiser(Denoiser):
             x = torch.cat([x, x[-1:].expand(pad, *x.shape[1:])])
             t = torch.cat([t, t[-1:].expand(pad)])
             extra = {k: torch.cat([v, v[-1:].expand(pad)]) for k, v in extra.items()}
+            if self._nhwc:  # the traced strides: a new layout would compile again
+                x = x.contiguous(memory_format=torch.channels_last)
         if self.compile_mode == "reduce-overhead":
             torch.compiler.cudagraph_mark_step_begin()
         start = time.perf_counter()
