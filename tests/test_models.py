@@ -8,6 +8,7 @@ the real checkpoints.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import pickle
@@ -513,6 +514,13 @@ def test_run_py_with_a_reduced_adm_checkpoint(tmp_path):
     )
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert "ddnm | sr4 | demo | 1 images" in ok.stdout
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    # model.precision=auto and model.compile=auto are the exact, eager path on the CPU
+    assert (metrics["precision"], metrics["compile"], metrics["compile_seconds"]) == (
+        "fp32",
+        None,
+        None,
+    )
     missing = run_py(
         [*common, f"model.checkpoint={tmp_path / 'no.pt'}", f"hydra.run.dir={tmp_path}/b"],
         WANDB_MODE="disabled",
