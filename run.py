@@ -10,6 +10,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from rnsf.engine.lock import refuse_locked_folders
 from rnsf.utils.cli import exit_on_user_error, validate_overrides
 
 
@@ -23,4 +24,5 @@ def main(cfg: DictConfig) -> dict:
 
 if __name__ == "__main__":
     validate_overrides(sys.argv[1:])
+    refuse_locked_folders(sys.argv[1:])
     main()

@@ -110,11 +110,18 @@ def wandb_logger(
     )
 
 
-def finish_wandb(loggers: Sequence[Logger], exit_code: int = 0) -> None:
-    """Close the W&B run of this job; `exit_code` 1 marks it failed. Imports wandb only when
-    one of `loggers` writes to W&B."""
+def finish_wandb(
+    loggers: Sequence[Logger], exit_code: int = 0, interrupted_by: str | None = None
+) -> None:
+    """Close the W&B run of this job; `exit_code` 1 marks it failed. A job stopped by a signal
+    passes its name (`SIGINT`): the run gets the summary key `interrupted` and the tag
+    `interrupted`, and its exit code (130, 143). Imports wandb only when one of `loggers` writes
+    to W&B."""
     if any(isinstance(lg, WandbLogger) for lg in loggers):
         import wandb
 
         if wandb.run is not None:
+            if interrupted_by is not None:
+                wandb.run.summary["interrupted"] = interrupted_by
+                wandb.run.tags = (*(wandb.run.tags or ()), "interrupted")
             wandb.finish(exit_code=exit_code)

@@ -13,8 +13,9 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from rnsf.denoisers.memory import auto_batch_size
-from rnsf.engine import distributed, resume
+from rnsf.engine import distributed, interrupt, lock, resume
 from rnsf.engine.checks import builtin_prior_note, check_batches, check_sizes
+from rnsf.engine.interrupt import signal_name
 from rnsf.engine.loggers import finish_wandb
 from rnsf.engine.module import RestorationModule
 from rnsf.engine.wandb_callbacks import wandb_callbacks
@@ -55,9 +56,18 @@ def route_lightning_logs() -> None:
 
 
 def run(cfg: DictConfig) -> dict:
-    """Run the job of `cfg` and return its metrics.json content."""
-    route_lightning_logs()
+    """Run the job of `cfg` and return its metrics.json content. The job locks its folder
+    (`rnsf.engine.lock`); a stop signal ends it cleanly (`rnsf.engine.interrupt`)."""
     out = Path(cfg.paths.output_dir)
+    try:
+        with lock.job_lock(out), interrupt.stop_on_signals():
+            return run_locked(cfg, out)
+    except interrupt.JobInterrupted as stop:
+        interrupt.exit_job(stop)
+
+
+def run_locked(cfg: DictConfig, out: Path) -> dict:
+    route_lightning_logs()
     finished = resume.finished_job(out, cfg)  # a folder of another config stops the job here
     if finished is not None:
         if rank_zero_only.rank == 0:
@@ -92,7 +102,10 @@ def run(cfg: DictConfig) -> dict:
         run_info=info,
     )
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
-    callbacks = wandb_callbacks(loggers, OmegaConf.to_container(cfg, resolve=True))
+    callbacks = [
+        interrupt.StopOnSignal(),
+        *wandb_callbacks(loggers, OmegaConf.to_container(cfg, resolve=True)),
+    ]
     trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     device = trainer.strategy.root_device
     info["device"] = str(device)
@@ -120,6 +133,12 @@ def run(cfg: DictConfig) -> dict:
         summary["wall_seconds"] = time.perf_counter() - start
         for lg in loggers:
             lg.log_metrics({f"summary/{k}": v for k, v in summary.items() if _is_number(v)})
+    except interrupt.JobInterrupted as stop:
+        finish_wandb(loggers, exit_code=stop.exit_code, interrupted_by=signal_name(stop.signum))
+        if trainer.is_global_zero:
+            done, total = len(resume.finished_indices(out)), len(datamodule.dataset)
+            print(interrupt.resume_line(stop, out, done, total, job_overrides()), flush=True)
+        raise
     except BaseException:
         finish_wandb(loggers, exit_code=1)  # the W&B run is closed, marked failed
         raise

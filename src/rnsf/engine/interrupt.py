@@ -1,0 +1,194 @@
+"""Stopping a job cleanly on a signal: Ctrl-C (SIGINT), SIGTERM and, under submitit, its
+preemption / time-limit signal (SIGUSR2 unless SUBMITIT_PREEMPT_SIGNAL says otherwise).
+
+While a job runs, these signals only raise a flag. The flag is read between two sampler steps
+(through the method's step callback, which every sampler calls), before each batch and before
+the job's final merge; there `JobInterrupted` cuts the batch in flight short. Every image
+finished before it already has its files and record (`rows/<index>.json`), so nothing finished is
+lost and a rerun in the same folder continues from there. The job then closes its W&B run as
+interrupted, prints one line on how to resume and exits with 128 + the signal's number (130 for
+SIGINT, 143 for SIGTERM). Under submitit the preemption / time-limit signal instead requeues the
+job through submitit (its `checkpoint` resubmits the same job into the same folder), and the
+requeued job resumes from the records.
+
+Repeated signals change nothing: the stop is at most one sampler step away. The extra processes
+of a DDP job that the job started itself receive every signal the first process receives.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+log = logging.getLogger(__name__)
+
+CHILD_WAIT_S = 60.0  #: how long the first process waits for the other ranks to stop
+
+
+class JobInterrupted(BaseException):
+    """The job stopped on signal `signum` (a BaseException, like KeyboardInterrupt: no error)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by {signal_name(signum)}")
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def signal_name(signum: int) -> str:
+    return signal.Signals(signum).name
+
+
+def preemption_signal() -> int | None:
+    """submitit's preemption / time-limit signal inside a submitit job, else None."""
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        return None
+    return getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
+
+
+def stop_signals() -> tuple[int, ...]:
+    preempt = preemption_signal()
+    return (signal.SIGINT, signal.SIGTERM, *([preempt] if preempt else []))
+
+
+class _State:
+    active = False
+    received: int | None = None
+    children: Sequence[subprocess.Popen] = ()
+
+
+def _on_signal(signum: int, frame) -> None:
+    if _State.received is not None:
+        return
+    _State.received = signum
+    log.warning(
+        f"{signal_name(signum)} received: stopping after the current sampler step; "
+        "finished images are kept"
+    )
+    for child in _State.children:
+        if child.poll() is None:
+            child.send_signal(signum)
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Within the block, the stop signals raise the flag instead of their usual effect; the
+    previous handlers are back afterwards. Only the main thread can install handlers: elsewhere
+    the block changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in stop_signals()}
+    _State.active, _State.received, _State.children = True, None, ()
+    for s in previous:
+        signal.signal(s, _on_signal)
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        _State.active, _State.received, _State.children = False, None, ()
+
+
+def requested() -> int | None:
+    """The stop signal received so far, or None."""
+    return _State.received
+
+
+def check() -> None:
+    """Raise `JobInterrupted` if a stop signal has been received."""
+    if _State.received is not None:
+        raise JobInterrupted(_State.received)
+
+
+def reinstall() -> None:
+    """Take the stop signals back (Lightning installs its own SIGTERM handler at the start of
+    test/predict; Lightning restores ours when it ends)."""
+    if _State.active and threading.current_thread() is threading.main_thread():
+        for s in stop_signals():
+            signal.signal(s, _on_signal)
+
+
+class StopOnSignal(Callback):
+    """Checks the flag before each batch, between sampler steps and before the final merge;
+    forwards the signal to the ranks the job started and waits for them when it stops."""
+
+    def __init__(self) -> None:
+        self._user_callback = None
+
+    def _start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        reinstall()
+        _State.children = list(getattr(trainer.strategy.launcher, "procs", None) or ())
+        user = self._user_callback = pl_module.step_callback
+
+        def step_callback(info) -> None:
+            check()
+            if user is not None:
+                user(info)
+
+        pl_module.step_callback = step_callback
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        self._start(trainer, pl_module)
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        self._start(trainer, pl_module)
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        check()
+
+    def on_predict_batch_start(
+        self, trainer, pl_module, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        check()
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        check()
+
+    def on_predict_epoch_end(self, trainer, pl_module) -> None:
+        check()
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        pl_module.step_callback = self._user_callback
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        pl_module.step_callback = self._user_callback
+        if isinstance(exception, JobInterrupted):
+            for child in _State.children:
+                try:
+                    child.wait(timeout=CHILD_WAIT_S)
+                except subprocess.TimeoutExpired:
+                    log.warning(f"rank process {child.pid} did not stop in {CHILD_WAIT_S:.0f} s")
+
+
+def resume_line(
+    stop: JobInterrupted, folder: Path, done: int, total: int, overrides: Sequence[str]
+) -> str:
+    """One line: what stopped the job, what is kept, and the command that resumes it."""
+    command = shlex.join(["python", "run.py", *overrides, f"hydra.run.dir={folder}"])
+    return (
+        f"interrupted by {signal_name(stop.signum)}: {done} of {total} images are done and kept "
+        f"in {folder}; resume with the same command in the same folder: {command}"
+    )
+
+
+def exit_job(stop: JobInterrupted) -> None:
+    """Leave the process after `stop`: requeue through submitit on its preemption signal
+    (submitit then exits), else exit with 128 + the signal's number."""
+    if stop.signum == preemption_signal():
+        handler = signal.getsignal(stop.signum)  # submitit's, back in place
+        if callable(handler):
+            handler(stop.signum, None)  # checkpoint (the same job), requeue, exit
+    raise SystemExit(stop.exit_code)
