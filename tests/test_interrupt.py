@@ -249,3 +249,93 @@ def test_submitit_requeues_a_preempted_job_that_resumes(straight, tmp_path):
     assert "images done by an earlier run are skipped" in logs
     assert json.loads((folder / "metrics.json").read_text())["n_images"] == 6
     assert_same_results(straight, folder)
+
+
+@pytest.mark.slow
+def test_stopped_job_closes_its_wandb_run_as_interrupted(tmp_path, monkeypatch, capsys):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+    from test_wandb import OfflineRun, read_records, wandb_env
+
+    from rnsf.engine.run import run
+    from rnsf.methods.ddnm import RNSF
+
+    for key, value in wandb_env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    restore = RNSF.restore
+
+    def ctrl_c_at_step_one(self, *args, callback=None, **kwargs):
+        def step(info):
+            callback(info)
+            if info.index == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        return restore(self, *args, callback=step, **kwargs)
+
+    monkeypatch.setattr(RNSF, "restore", ctrl_c_at_step_one)
+    job = tmp_path / "job"
+    overrides = ["method.steps=3", "dataset.limit=2", "logger=wandb", f"paths.output_dir={job}"]
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)  # undone after the test
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg.hydra
+    with pytest.raises(SystemExit) as exit_:
+        run(cfg)
+    assert exit_.value.code == 130
+    (line,) = [s for s in capsys.readouterr().out.splitlines() if s.startswith("interrupted")]
+    assert line.startswith("interrupted by SIGINT: 0 of 2 images are done and kept in")
+    assert not (job / ".lock").exists() and not (job / "rows").exists()
+
+    import wandb
+
+    assert wandb.run is None
+    wandb.teardown()
+    stopped = OfflineRun(job)
+    assert stopped.exit_code == 130 and "interrupted" in stopped.tags
+    records = read_records(next(stopped.dir.glob("run-*.wandb")))
+    summary = {
+        item.key: json.loads(item.value_json)
+        for r in records
+        if r.WhichOneof("record_type") == "summary"
+        for item in r.summary.update
+    }
+    assert summary["interrupted"] == "SIGINT"
+
+
+def child_pids(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+@pytest.mark.slow
+def test_sigterm_stops_every_rank_of_a_ddp_job(tmp_path):
+    from rnsf.engine.lock import pid_alive
+
+    folder = tmp_path / "job"
+    args = [*SIX, "trainer=ddp_cpu", f"hydra.run.dir={folder}"]
+    proc = start(args)
+    pid = wait_for_records(folder, 2, proc)
+    ranks = child_pids(pid)  # the rank the job started (rank 1)
+    assert ranks
+    os.kill(pid, signal.SIGTERM)  # to the first process only
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err[-3000:]
+    assert not any(pid_alive(rank) for rank in ranks)
+    assert 2 <= len(resume.finished_indices(folder)) < 6
+    assert sum(line.startswith("interrupted by SIGTERM") for line in out.splitlines()) == 1
+    assert not (folder / ".lock").exists() and not (folder / "metrics.json").exists()
+    rerun = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, env=ENV, capture_output=True
+    )
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert json.loads((folder / "metrics.json").read_text())["n_images"] == 6
