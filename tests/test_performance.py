@@ -201,6 +201,9 @@ def test_auto_precision_and_compile_resolve_from_the_device(monkeypatch):
         denoiser.net, name="s", native_size=32, precision="bf16", compile="reduce-overhead"
     ).describe(CPU) == {"precision": "bf16", "compile": "reduce-overhead", "compile_seconds": None}
     assert load_tiny_prior().describe()["precision"] == "fp32"
+    bf16 = load_tiny_prior(precision="bf16")  # model=tiny model.precision=bf16
+    assert isinstance(bf16, PretrainedDenoiser) and bf16.describe(CPU)["precision"] == "bf16"
+    assert bf16.size_multiple == 8 and bf16.native_size is None
 
 
 # -- compilation -----------------------------------------------------------------------------
