@@ -11,7 +11,18 @@ from rnsf.utils.cli import group_options
 from conftest import ROOT
 
 CONF = ROOT / "conf"
-GROUPS = ["dataset", "task", "method", "schedule", "model", "metrics", "trainer", "logger", "debug"]
+GROUPS = [
+    "dataset",
+    "task",
+    "method",
+    "schedule",
+    "model",
+    "tiling",
+    "metrics",
+    "trainer",
+    "logger",
+    "debug",
+]
 CASES = [(g, o) for g in GROUPS for o in group_options(g)]
 REQUIRED = {  # options that need a value from the user
     ("dataset", "folder"): ["dataset.root=/tmp"],
@@ -50,6 +61,8 @@ def test_option_composes(group, option):
     if group == "method":
         method = instantiate(cfg.method)
         assert method.name == option
+    if group == "tiling" and option != "none":
+        assert instantiate(cfg.tiling).name == option
     if group == "schedule":
         schedule = instantiate(cfg.schedule)
         assert 0.0 <= schedule(0.5) <= 1.0

@@ -247,3 +247,26 @@ def test_fixed_size_prior_refuses_a_smaller_image():
         tiling.check(DDNM(), BicubicSR(4), 48, 128, Native())
     with pytest.raises(UserError, match=r"set tiling\.window=64"):
         MaskShift(window=32).resolve(Native())
+
+
+def test_images_of_mixed_sizes_are_batched_by_size():
+    from rnsf.data.datamodule import SizeBatches
+
+    sizes = [(72, 120), (64, 96), (72, 120), (72, 120), (64, 96)]
+    batches = list(SizeBatches(range(5), sizes, 2))
+    assert batches == [[0, 2], [3], [1, 4]] and len(SizeBatches(range(5), sizes, 2)) == 3
+    assert list(SizeBatches([1, 3], sizes, 2)) == [[1], [3]]  # one rank's share
+
+
+def test_ddnm_plus_tiles_with_noisy_measurements():
+    x = smooth_image(10)
+    generators = image_generators(0, [0])
+    op = BicubicSR(4)
+    y = op.A(x) + 0.1 * torch.randn(op.A(x).shape, generator=torch.Generator().manual_seed(1))
+    method = Recording(DDNM(steps=5))
+    tiling = MaskShift(window=WIN, stride=STRIDE, progress=False)
+    out = tiling.restore(method, y, op, GaussianPrior(0.0, 0.5), generators, sigma_y=0.1)
+    assert torch.isfinite(out).all() and len(method.calls) == 6
+    for (mask, values), window_out in method.calls[1:]:
+        mask = mask.expand_as(window_out)
+        assert torch.equal(window_out[mask], values[mask])

@@ -7,7 +7,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from rnsf.data.demo import DEMO_DIR
 from rnsf.data.folder import ImageFolder
@@ -29,13 +29,36 @@ def collate(items: list[dict]) -> dict:
     }
 
 
+class SizeBatches(Sampler[list[int]]):
+    """Batches of at most `batch_size` images of one size: the images (in the order of `order`,
+    e.g. one rank's share) grouped by size, sizes in order of first appearance. Results do not
+    depend on batching, so this changes only how many images share a forward pass."""
+
+    def __init__(self, order, sizes: list[tuple[int, int]], batch_size: int) -> None:
+        self.order, self.sizes, self.batch_size = order, sizes, batch_size
+
+    def _batches(self) -> list[list[int]]:
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i in self.order:
+            groups.setdefault(self.sizes[i], []).append(i)
+        n = self.batch_size
+        return [g[k : k + n] for g in groups.values() for k in range(0, len(g), n)]
+
+    def __iter__(self):
+        return iter(self._batches())
+
+    def __len__(self) -> int:
+        return len(self._batches())
+
+
 class RestorationDataModule(L.LightningDataModule):
     """Images for `test` (clean, to be degraded) or `predict` (measurements y, no ground truth).
 
     `root: null` means the built-in demo folder. `list_file` is a path or the name of a list
     that ships with rnsf; `num_images`, `expected` and `source` describe a benchmark set
     (see `ImageFolder`). `batch_size="auto"` is resolved by the job from the device
-    (`rnsf.denoisers.memory`) before the first batch.
+    (`rnsf.denoisers.memory`) before the first batch. With `resize: none` and
+    `batch_size` > 1, images of different sizes are batched by size (`SizeBatches`).
     """
 
     def __init__(
@@ -76,7 +99,22 @@ class RestorationDataModule(L.LightningDataModule):
 
             raise UserError(f"dataset.batch_size must be auto or >= 1, got {batch_size!r}")
 
+    #: images of different sizes go in different batches (`SizeBatches`)
+    batches_by_size = True
+
     def _loader(self) -> DataLoader:
+        if self.dataset.resize == "none" and self.batch_size > 1:
+            sampler = self._sampler()
+            order = list(sampler) if sampler is not None else range(len(self.dataset))
+            sizes = self.dataset.sizes()
+            if len(set(sizes)) > 1:
+                return DataLoader(
+                    self.dataset,
+                    batch_sampler=SizeBatches(order, sizes, self.batch_size),
+                    num_workers=self.num_workers,
+                    collate_fn=collate,
+                    persistent_workers=self.num_workers > 0,
+                )
         return DataLoader(
             self.dataset,
             batch_size=self.batch_size,

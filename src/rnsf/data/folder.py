@@ -4,7 +4,8 @@ Resize policy (`resize`), applied with PIL before conversion to [-1, 1]:
 - `center_crop`: crop the central square of side min(W, H), then resize to `image_size`
   (DDNM/DDRM's ImageNet preprocessing: CenterCropLongEdge + Resize);
 - `resize`: resize to `image_size` × `image_size` without cropping (DDNM/DDRM's CelebA-HQ);
-- `none`: use the file as it is (every image of a batch must then have the same size).
+- `none`: use the file as it is; images of different sizes are batched by size (the data module
+  groups them), and with `tiling=mask_shift` any size larger than the model's window works.
 `interpolation` is `bilinear` (upstream's choice), `bicubic`, `lanczos` or `nearest`.
 Files are decoded by `rnsf.data.images.open_rgb` (EXIF orientation, 16-bit scaling, transparency
 composited on the `alpha` background: `white`, `black`, or `refuse`); `verify` decodes every file

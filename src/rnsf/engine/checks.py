@@ -9,9 +9,10 @@ import torch
 from rnsf.utils.errors import UserError
 
 
-def check_sizes(cfg, datamodule, task, denoiser) -> None:
+def check_sizes(cfg, datamodule, task, denoiser, method=None, tiling=None) -> None:
     """Fail before any work when the operator or the network cannot take an image of the dataset
-    (every distinct size is checked: with `dataset.resize=none` the files may differ)."""
+    (every distinct size is checked: with `dataset.resize=none` the files may differ). With a
+    `tiling` layer the network sees windows, and the layer checks each size itself."""
     dataset = datamodule.dataset
     sizes = dataset.sizes()
     seen: set[tuple[int, int]] = set()
@@ -19,6 +20,9 @@ def check_sizes(cfg, datamodule, task, denoiser) -> None:
         if size in seen:
             continue
         seen.add(size)
+        if tiling is not None:
+            _check_tiled(cfg, task, denoiser, method, tiling, *size)
+            continue
         problem = _size_problem(cfg, task, denoiser, *size)
         if problem is None:
             continue
@@ -35,12 +39,23 @@ def check_sizes(cfg, datamodule, task, denoiser) -> None:
         raise UserError(f"{reason}; {advice}")
 
 
+def _check_tiled(cfg, task, denoiser, method, tiling, height: int, width: int) -> None:
+    height, width = _x_size(cfg, task, height, width)
+    try:
+        task.operator.check_image_size(height, width)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    tiling.check(method, task.operator, height, width, denoiser)
+
+
 def check_batches(datamodule) -> None:
     """With `dataset.resize=none` the files may differ in size, and a batch stacks images of one
     size only: fail up front, naming two files, rather than in the middle of the job."""
     dataset = datamodule.dataset
     if datamodule.batch_size == 1 or dataset.resize != "none":  # "auto" may stack several
         return
+    if getattr(datamodule, "batches_by_size", False):
+        return  # the data module groups the images by size
     sizes = dataset.sizes()
     other = next((i for i, size in enumerate(sizes) if size != sizes[0]), None)
     if other is None:

@@ -21,6 +21,7 @@ from rnsf.engine.module import RestorationModule
 from rnsf.engine.wandb_callbacks import wandb_callbacks
 from rnsf.methods.ddnm import RNSF
 from rnsf.metrics.suite import MetricSuite
+from rnsf.tiling import MaskShift, Tiled
 from rnsf.utils.provenance import git_sha
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,8 @@ def run_locked(cfg: DictConfig, out: Path) -> dict:
     method = instantiate(cfg.method)
     denoiser = instantiate(cfg.model.net) if method.nfe > 0 else None
     datamodule.dataset.verify()  # every file decoded, before anything is written
-    check_sizes(cfg, datamodule, task, denoiser)
+    tiling = make_tiling(cfg, denoiser)
+    check_sizes(cfg, datamodule, task, denoiser, method, tiling)
     check_batches(datamodule)
     # metric weights are checked (and LPIPS loaded) here, before any image is restored
     metrics = MetricSuite.from_config(cfg.metrics, mode=cfg.mode, save_images=cfg.save_images)
@@ -90,9 +92,10 @@ def run_locked(cfg: DictConfig, out: Path) -> dict:
     if rank_zero_only.rank == 0:
         resume.write_config(out, cfg)
     info = run_info(cfg, choices, datamodule, task, method)
+    info["tiling"] = tiling.describe() if tiling is not None else None
     module = RestorationModule(
         denoiser,
-        method,
+        Tiled(method, tiling) if tiling is not None else method,
         task,
         output_dir=out,
         seed=cfg.seed,
@@ -111,9 +114,11 @@ def run_locked(cfg: DictConfig, out: Path) -> dict:
     info["device"] = str(device)
     info["world_size"] = trainer.world_size
     if datamodule.batch_size == "auto":
-        datamodule.batch_size = auto_batch_size(
-            denoiser, device, image_shape(cfg, datamodule, task), grad=method.needs_grad
-        )
+        # a tiled job's network sees one window per image at a time
+        shape = image_shape(cfg, datamodule, task)
+        if tiling is not None:
+            shape = (shape[0], min(tiling.window, shape[1]), min(tiling.window, shape[2]))
+        datamodule.batch_size = auto_batch_size(denoiser, device, shape, grad=method.needs_grad)
     info["batch_size"] = datamodule.batch_size
     info.update(
         denoiser.describe(device)
@@ -159,6 +164,13 @@ def image_shape(cfg, datamodule, task) -> tuple[int, int, int]:
         y = torch.zeros(1, 3, height, width)
         return tuple(task.operator.x_shape(task.operator.measurement_from_image(y).shape)[1:])
     return 3, height, width
+
+
+def make_tiling(cfg, denoiser) -> MaskShift | None:
+    """The `tiling` group's layer with its defaults filled in from the model (None: untiled)."""
+    if not (cfg.get("tiling") or {}).get("_target_"):
+        return None
+    return instantiate(cfg.tiling).resolve(denoiser)
 
 
 def run_info(cfg, choices, datamodule, task, method) -> dict:

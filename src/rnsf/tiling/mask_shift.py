@@ -126,6 +126,11 @@ class MaskShift:
                 f"model; use images of at least {native} pixels per side (e.g. a larger SR "
                 "factor or dataset.resize=resize with dataset.image_size) or tiling=none"
             )
+        if denoiser is not None:
+            try:
+                denoiser.check_size(min(height, self.window), min(width, self.window))
+            except ValueError as err:
+                raise UserError(str(err)) from None
         bound = operator.bind((1, 3, height, width), [torch.Generator()])
         windows = plan(height, width, self.window, self.stride, self.order)
         if len(windows) > 1 or (windows[0].height, windows[0].width) != (height, width):
