@@ -140,9 +140,11 @@ def test_images_of_different_sizes_with_resize_none(tmp_path):
     assert metrics["n_images"] == 3
     grid = Image.open(job / "grid.png")
     assert grid.size == (2 + 3 * (80 + 2), 2 + 3 * (64 + 2))  # cells of the largest size
+    # several per batch: the data module batches by size, and the results do not change
     job2 = tmp_path / "job2"
     result = run([*args, "dataset.batch_size=2", f"hydra.run.dir={job2}"], tmp_path)
-    assert_user_error(result, job2, "im0.png 64x64", "im1.png 48x80", "set dataset.batch_size=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((job2 / "metrics.json").read_text())["psnr"] == metrics["psnr"]
 
 
 @pytest.mark.slow

@@ -46,8 +46,7 @@ def test_three_by_two_windows_at_sizes_off_the_stride_in_test_mode(photo, tmp_pa
     save(photo[:, 50:122, 4:124], root / "c.png")
     out = tmp_path / "job"
     args = [*FAST, "dataset=folder", f"dataset.root={root}", "dataset.resize=none"]
-    # grid.png of mixed sizes is left out here (grid_images=0)
-    args += ["dataset.batch_size=2", "dataset.num_workers=0", "grid_images=0"]
+    args += ["dataset.batch_size=2", "dataset.num_workers=0"]
     result = run_py([*args, f"hydra.run.dir={out}"])
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
@@ -59,6 +58,7 @@ def test_three_by_two_windows_at_sizes_off_the_stride_in_test_mode(photo, tmp_pa
         assert Image.open(out / "images" / "restored" / f"{name}.png").size == size
         assert Image.open(out / "images" / "target" / f"{name}.png").size == size
     assert [r["name"] for r in rows(out)] == ["a", "b", "c"]
+    assert (out / "grid.png").is_file()
 
 
 def test_a_real_low_resolution_photo_is_restored_at_factor_times_its_size(photo, tmp_path):

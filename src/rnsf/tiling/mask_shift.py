@@ -22,6 +22,7 @@ in one call, so memory is one window per image at a time.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ from rnsf.operators.separable import SeparableOperator
 from rnsf.tiling.grid import Window, axis_starts, plan
 from rnsf.tiling.restrict import _axis, band, kernel_width, margin, restrict
 from rnsf.utils.errors import UserError
+from rnsf.utils.schema import Bool, Choice, Int
 
 #: window of a prior without a native size (the built-in prior): the demo images' size
 DEFAULT_WINDOW = 64
@@ -74,6 +76,12 @@ class MaskShift:
     order: str = "row"
     progress: bool = True
     name: str = "mask_shift"
+    config_schema: ClassVar[dict] = {
+        "window": Int(1, nullable=True),
+        "stride": Int(1, nullable=True),
+        "order": Choice("row", "column"),
+        "progress": Bool(),
+    }
 
     # -- set-up --------------------------------------------------------------------------
     def resolve(self, denoiser) -> MaskShift:
