@@ -229,15 +229,16 @@ def counted_compile(monkeypatch):
 def test_compiled_network_is_traced_once_for_all_timesteps_and_a_short_last_batch(
     counted_compile,
 ):
-    net = ADMUNet(**SMALL_ADM)
-    denoiser = PretrainedDenoiser(net, name="s", native_size=32, compile="default")
+    net = ADMUNet(**SMALL_ADM, num_classes=10)  # class-conditional: the labels are padded too
+    denoiser = PretrainedDenoiser(net, name="s", native_size=32, compile="default", class_label=7)
     torch.manual_seed(0)
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         for step, t in enumerate((990, 500, 10)):
             batch = x if step < 2 else x[:2]  # the last batch is shorter
             out = denoiser.eps(batch, t)
-            ref = net(batch, torch.full((batch.shape[0],), t))[:, :3]
+            b = batch.shape[0]
+            ref = net(batch, torch.full((b,), t), y=torch.full((b,), 7))[:, :3]
             assert out.shape == (batch.shape[0], 3, 32, 32)
             torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
     (counter,) = counted_compile
