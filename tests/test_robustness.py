@@ -210,3 +210,30 @@ def test_dataloader_worker_errors_reach_the_user_as_their_own_line(capsys):
     assert capsys.readouterr().err == (
         "error: cannot read image /data/im0.png (OSError: image file is truncated)\n"
     )
+
+
+def test_builtin_prior_note_only_for_own_images_with_the_builtin_prior(capsys):
+    from rnsf.engine.run import print_summary
+
+    summary = {"method": "ddnm", "task": "sr4", "dataset": "folder", "n_images": 3, "nfe": 100}
+    print_summary(Path("/x"), {**summary, "model": "tiny"})
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and lines[2].startswith("note: the built-in prior")
+    assert "method=pinv" in lines[2] and "Pretrained models" in lines[2]
+    for other in (
+        {"model": "tiny", "dataset": "demo"},  # the demo set is what it is for
+        {"model": "adm_imagenet256"},  # a real prior
+        {"model": "tiny", "method": "pinv", "nfe": 0},  # no prior used
+    ):
+        print_summary(Path("/x"), {**summary, "model": "tiny", **other})
+        assert "note:" not in capsys.readouterr().out, other
+
+
+@pytest.mark.slow
+def test_debug_tiny_runs_dps_respaced_and_says_so(tmp_path):
+    job = tmp_path / "job"
+    result = run(["debug=tiny", "method=dps", "dataset.limit=1", f"hydra.run.dir={job}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((job / "metrics.json").read_text())
+    assert metrics["steps"] == 5 and metrics["nfe"] == 5
+    assert metrics["method_params"]["protocol"].startswith("non-paper: 5 of 1000 steps")
