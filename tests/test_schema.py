@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from rnsf.utils.cli import group_options
@@ -36,8 +37,10 @@ def test_every_shipped_option_fits_the_schema(group, option):
 def test_debug_and_experiments_fit_the_schema():
     for option in group_options("experiment"):
         check_config(composed(f"experiment={option}"))
-    for method in group_options("method"):
-        check_config(composed("debug=tiny", f"method={method}"))
+    for method in group_options("method"):  # debug=tiny works for every method (DPS respaced)
+        cfg = composed("debug=tiny", f"method={method}")
+        check_config(cfg)
+        assert instantiate(cfg.method).nfe <= 5, method
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,8 @@ def spaced_timesteps(t0: int, count: int) -> list[int]:
 
 @dataclass(kw_only=True)
 class SSD(Method):
-    """`steps` picks the official F/B split (100 → 15/85, 30 → 5/25; otherwise F = ⌈0.15 S⌉);
+    """`steps` picks the official F/B split (100 → 15/85, 30 → 5/25; otherwise F = ⌈0.15 S⌉, at
+    least the 2 an inversion chain needs, so short debug runs such as debug=tiny's 5 work);
     `forward_steps`/`backward_steps` set it directly. `insert_step` t₀ and `noise_eta` (the
     inversion's η) default per operator as the official scripts: t₀ = 550 and η = 0.4, but
     t₀ = 750 and η = 0.8 for colorization; `ddim_eta` 0.8 (`configs/inference/*.yaml`)."""
@@ -51,7 +52,7 @@ class SSD(Method):
     name: str = field(default="ssd", init=False)
 
     def __post_init__(self) -> None:
-        f, b = STEP_PRESETS.get(self.steps, (math.ceil(0.15 * self.steps), None))
+        f, b = STEP_PRESETS.get(self.steps, (max(2, math.ceil(0.15 * self.steps)), None))
         self.forward_steps = self.forward_steps or f
         self.backward_steps = self.backward_steps or b or self.steps - self.forward_steps
         if self.forward_steps < 2 or self.backward_steps < 1:
