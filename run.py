@@ -16,10 +16,13 @@ from rnsf.utils.cli import exit_on_user_error, validate_overrides
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 @exit_on_user_error
-def main(cfg: DictConfig) -> dict:
+def main(cfg: DictConfig) -> dict | float:
+    from rnsf.ablation import Objective
     from rnsf.engine.run import run
 
-    return run(cfg)
+    objective = Objective.from_config(cfg)  # checked before the job writes anything
+    summary = run(cfg)
+    return summary if objective is None else objective(summary)  # a sweeper's number
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ GROUPS = [
     "trainer",
     "logger",
     "debug",
+    "objective",
+    "search",
 ]
 CASES = [(g, o) for g in GROUPS for o in group_options(g)]
 REQUIRED = {  # options that need a value from the user
@@ -45,7 +47,9 @@ def test_every_group_has_options():
         "denoise",
         "deblur_gauss",
     } <= set(group_options("task"))
-    assert {"exp", "linear", "constant", "cosine", "piecewise"} == set(group_options("schedule"))
+    assert {"exp", "linear", "constant", "cosine", "piecewise", "breakpoints"} == set(
+        group_options("schedule")
+    )
     assert {"pinv", "ddnm", "rnsf"} <= set(group_options("method"))
 
 

@@ -4,6 +4,7 @@
     python -m rnsf.download model=ddpm_celebahq256 paths.checkpoint_dir=/data/ckpt
     python -m rnsf.download ffhq_10m.pt                      # by upstream file name
     python -m rnsf.download --list                           # the registry
+    python -m rnsf.download model=diffusers model.path=google/ddpm-cat-256   # into the HF cache
 
 The file is streamed to a temporary file next to its destination, with a progress bar, its size
 and SHA-256 (or MD5) are checked when the registry knows them, and only then is it renamed into
@@ -179,6 +180,26 @@ def resolve(targets: list[str], conf_dir: Path | None = None) -> tuple[Release, 
     return RELEASES[file], dest
 
 
+def fetch_hub(targets: list[str]) -> Path:
+    """Fetch the diffusers model of `model=diffusers model.path=ID` into the Hugging Face cache
+    (where jobs read it offline); a local folder is only checked."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf.errors import OmegaConfBaseException
+
+    from rnsf.denoisers import hub
+    from rnsf.utils.cli import CONF_DIR
+
+    try:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            model = compose("config", overrides=[t for t in targets if "=" in t]).model
+        path, revision = str(model.path), model.revision
+    except OmegaConfBaseException:
+        raise UserError("name the model: model=diffusers model.path=OWNER/NAME") from None
+    folder = hub.resolve(path, revision, download=True)
+    hub.model_folders(folder)  # a UNet2DModel is there
+    return folder
+
+
 def main(argv: list[str] | None = None) -> None:
     from rnsf.utils.cli import fail
 
@@ -198,6 +219,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{r.file}\t{size}\t{digest}\t{r.url}")
         return
     try:
+        if "model=diffusers" in args.targets:
+            print(fetch_hub(args.targets))
+            return
         known, dest = resolve(args.targets)
         path = download(known, dest, [args.url] if args.url else None, args.force, not args.quiet)
     except UserError as err:

@@ -55,7 +55,8 @@ class RestorationDataModule(L.LightningDataModule):
     """Images for `test` (clean, to be degraded) or `predict` (measurements y, no ground truth).
 
     `root: null` means the built-in demo folder. `list_file` is a path or the name of a list
-    that ships with rnsf; `num_images`, `expected` and `source` describe a benchmark set
+    that ships with rnsf; `split` (`val` | `test`, with `val_images`) keeps one of two disjoint
+    index ranges; `num_images`, `expected` and `source` describe a benchmark set
     (see `ImageFolder`). `batch_size="auto"` is resolved by the job from the device
     (`rnsf.denoisers.memory`) before the first batch. With `resize: none` and
     `batch_size` > 1, images of different sizes are batched by size (`SizeBatches`).
@@ -77,6 +78,8 @@ class RestorationDataModule(L.LightningDataModule):
         expected: str | None = None,
         source: str | None = None,
         alpha: str = "white",
+        split: str | None = None,
+        val_images: int | None = None,
     ) -> None:
         super().__init__()
         self.name = name
@@ -93,6 +96,8 @@ class RestorationDataModule(L.LightningDataModule):
             expected=expected,
             source=source,
             alpha=alpha,
+            split=split,
+            val_images=val_images,
         )
         if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
             from rnsf.utils.errors import UserError
@@ -153,4 +158,6 @@ class RestorationDataModule(L.LightningDataModule):
             "list_file": ds.list_file,
             "num_images": ds.num_images,
             "limit": ds.limit,
+            "split": ds.split,
+            "split_range": list(ds.split_range) if ds.split_range else None,
         }

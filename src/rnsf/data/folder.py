@@ -27,6 +27,7 @@ from rnsf.data.verify import verify_images
 from rnsf.utils.errors import UserError
 
 RESIZE_POLICIES = ("center_crop", "resize", "none")
+SPLITS = ("val", "test")
 INTERPOLATIONS = {
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
@@ -99,6 +100,20 @@ def list_images(
     return paths
 
 
+def split_range(n: int, split: str, val_images: int | None) -> tuple[int, int]:
+    """[start, stop) of `split` in a set of n images: `val` is the first `val_images` (default
+    half, rounded down), `test` the rest; the two never share an image."""
+    if split not in SPLITS:
+        raise UserError(f"dataset.split={split!r} is unknown; use val, test or null (all images)")
+    val = n // 2 if val_images is None else int(val_images)
+    if not 1 <= val < n:
+        raise UserError(
+            f"dataset.val_images={val_images} leaves no images for val or test in a set of {n}; "
+            f"set it between 1 and {n - 1}"
+        )
+    return (0, val) if split == "val" else (val, n)
+
+
 def _locate(root: Path, names: list[str]) -> list[Path]:
     """root/name for each listed name; a bare file name that is not there is looked up by name
     in root's sub-folders (a missing one stays root/name)."""
@@ -116,7 +131,10 @@ class ImageFolder(Dataset):
     position in the full sorted/listed dataset, so seeds do not depend on `limit` or sharding.
 
     `num_images` fixes a benchmark's size: the first `num_images` files are the dataset and fewer
-    is an error; `limit` then keeps the first N of those (a quick look at a benchmark).
+    is an error; `split` (`val` | `test`) then keeps one of two disjoint index ranges of it, the
+    first `val_images` (default half) or the rest, so that a schedule tuned on `val` is scored on
+    images it never saw; `limit` then keeps the first N (a quick look at a benchmark). Indices
+    stay those of the whole set.
     `expected` and `source` say which files belong under root and where to get them; the errors
     about a missing folder or missing files quote them.
     """
@@ -133,6 +151,8 @@ class ImageFolder(Dataset):
         expected: str | None = None,
         source: str | None = None,
         alpha: str = "white",
+        split: str | None = None,
+        val_images: int | None = None,
     ) -> None:
         if alpha not in ALPHA_POLICIES:
             raise UserError(f"dataset.alpha={alpha!r} is unknown; use one of {ALPHA_POLICIES}")
@@ -156,6 +176,12 @@ class ImageFolder(Dataset):
                     "dataset.num_images=null to use the images that are there)"
                 )
             self.paths = self.paths[:num_images]
+        self.split, self.val_images, self.split_range = split, val_images, None
+        self.offset = 0  # index of the first item in the whole set
+        if split is not None:
+            self.split_range = split_range(len(self.paths), split, val_images)
+            self.offset = self.split_range[0]
+            self.paths = self.paths[slice(*self.split_range)]
         if limit is not None:
             if limit < 1:
                 raise UserError(f"dataset.limit must be >= 1, got {limit}")
@@ -184,7 +210,8 @@ class ImageFolder(Dataset):
         return image
 
     def __getitem__(self, i: int) -> dict:
-        return {"image": pil_to_tensor(self.load(self.paths[i])), "index": i, "name": self.names[i]}
+        image = pil_to_tensor(self.load(self.paths[i]))
+        return {"image": image, "index": self.offset + i, "name": self.names[i]}
 
     def sizes(self) -> list[tuple[int, int]]:
         """(H, W) of every item after preprocessing (the files are verified first)."""

@@ -47,6 +47,7 @@ class RestorationModule(L.LightningModule):
         save_images: bool = True,
         grid_images: int = 8,
         run_info: dict | None = None,
+        first_index: int = 0,
     ) -> None:
         super().__init__()
         self.denoiser = denoiser.eval().requires_grad_(False) if denoiser is not None else None
@@ -55,6 +56,7 @@ class RestorationModule(L.LightningModule):
         self.seed = seed
         self.metrics = (metrics or MetricSuite()).eval().requires_grad_(False)
         self.save_images, self.grid_images = save_images, grid_images
+        self.first_index = first_index  # of the job's images (a test split starts later)
         self.run_info = dict(run_info or {})
         self.step_callback: Callback | None = None
         self.rows: list[dict] = []  # the images this process restored
@@ -160,7 +162,7 @@ class RestorationModule(L.LightningModule):
 
     def _write_images(self, index: int, name: str, **images: torch.Tensor) -> None:
         """The image's PNGs; with `save_images` off only those grid.png shows."""
-        if self.save_images or index < self.grid_images:
+        if self.save_images or index - self.first_index < self.grid_images:
             for kind, image in images.items():
                 save_png(image, self.output_dir / "images" / kind / f"{name}.png")
 

@@ -102,6 +102,7 @@ def run_locked(cfg: DictConfig, out: Path) -> dict:
         metrics=metrics,
         save_images=cfg.save_images,
         grid_images=cfg.grid_images,
+        first_index=getattr(datamodule.dataset, "offset", 0),
         run_info=info,
     )
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]

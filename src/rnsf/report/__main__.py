@@ -3,7 +3,8 @@
 Collects the `metrics.json` of every job under the folders and writes, into `--out`
 (default: `<folder>/report` for one folder, `outputs/report` otherwise), the tidy
 `results.csv`, one table per dataset as Markdown, CSV and LaTeX in the paper's layout, and a
-figure; the Markdown is printed too.
+figure; the Markdown is printed too. The folder of a λ-schedule search (`experiment=lambda_search`)
+gets the ablation view instead (`rnsf.report.ablation`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
+from rnsf.report.ablation import is_search, write_ablation
 from rnsf.report.collect import METRICS, collect
 from rnsf.report.figures import FIGURE_AXES
 from rnsf.report.tables import write_report
@@ -67,14 +69,20 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    out = args.out or (
+        args.folders[0] / "report" if len(args.folders) == 1 else Path("outputs/report")
+    )
+    searches = [f for f in args.folders if is_search(f)]
+    for folder in searches:  # λ-schedule searches (experiment=lambda_search): the ablation view
+        print(write_ablation(folder, out if len(searches) == 1 else out / folder.name))
+    if len(searches) == len(args.folders):
+        print(f"ablation view in {out}")
+        return 0
     reference = None
     if args.reference:
         from rnsf.data.reference import load_reference
 
         reference = load_reference(None if args.reference == "default" else args.reference)
-    out = args.out or (
-        args.folders[0] / "report" if len(args.folders) == 1 else Path("outputs/report")
-    )
     text = write_report(
         frame,
         out,

@@ -1,6 +1,7 @@
 """λ_t schedules of RNSF: pure functions of s = t/T."""
 
 from rnsf.schedules.lambdas import (
+    BreakpointSchedule,
     ConstantSchedule,
     CosineSchedule,
     ExpSchedule,
@@ -10,6 +11,7 @@ from rnsf.schedules.lambdas import (
 )
 
 __all__ = [
+    "BreakpointSchedule",
     "ConstantSchedule",
     "CosineSchedule",
     "ExpSchedule",

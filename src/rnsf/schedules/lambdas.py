@@ -37,7 +37,7 @@ class ExpSchedule(LambdaSchedule):
     the sample is mostly noise, rising as sampling proceeds, full over the second half. With
     u = 1 − s the fraction of the sampling done:
 
-        λ = 0.5 (1 − e^{−5 u})   for u ≤ 1/4
+        λ = 0.5 (1 − e^{−r u})   for u ≤ 1/4   (rate r = 5, the paper's)
         λ = 2 u                  for 1/4 < u ≤ 1/2
         λ = 1                    for u > 1/2
 
@@ -45,8 +45,11 @@ class ExpSchedule(LambdaSchedule):
     it describe it ("low λ early, then raise it for detail refinement") and what the paper's tables
     (PSNR within 0.17 dB of DDNM, consistent outputs) imply. `reverse: true` reads t as the
     diffusion timestep instead: full projection early, λ → 0 at the end (the introduction's
-    wording), so the last steps keep the network's x̂₀ unprojected.
+    wording), so the last steps keep the network's x̂₀ unprojected. `rate` is a knob for
+    ablations; the paper's schedule is rate 5.
     """
+
+    rate: float = 5.0
 
     def value(self, s: float) -> float:
         u = 1.0 - s
@@ -54,7 +57,7 @@ class ExpSchedule(LambdaSchedule):
             return 1.0
         if u > 0.25:
             return 2.0 * u
-        return 0.5 * (1.0 - math.exp(-5.0 * u))
+        return 0.5 * (1.0 - math.exp(-self.rate * u))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,3 +114,30 @@ class PiecewiseSchedule(LambdaSchedule):
             if s <= s1:
                 return v0 + (v1 - v0) * (s - s0) / (s1 - s0) if s1 > s0 else v1
         return knots[-1][1]
+
+
+@dataclass(frozen=True, kw_only=True)
+class BreakpointSchedule(LambdaSchedule):
+    """Piecewise-linear through four knots with scalar parameters, the family a search tunes:
+    λ = `start` at s = 1 (pure noise), `level_1` at s = `break_1`, `level_2` at s = `break_2`,
+    `end` at s = 0. The breakpoints may come in any order (the knots are sorted by s), so every
+    point of the box [0, 1]^6 is a valid schedule; `PiecewiseSchedule` with the same knots gives
+    the same λ."""
+
+    start: float = 0.0
+    break_1: float = 0.75
+    level_1: float = 0.5
+    break_2: float = 0.5
+    level_2: float = 1.0
+    end: float = 1.0
+
+    def knots(self) -> tuple[tuple[float, float], ...]:
+        return (
+            (0.0, self.end),
+            (self.break_2, self.level_2),
+            (self.break_1, self.level_1),
+            (1.0, self.start),
+        )
+
+    def value(self, s: float) -> float:
+        return PiecewiseSchedule(knots=self.knots()).value(s)
