@@ -71,7 +71,7 @@ def test_search_spaces_name_parameters_of_their_schedule(space):
 def test_experiment_searches_the_val_split_and_follows_the_objective_direction():
     cfg = compose_config("experiment=lambda_search", hydra=True)
     assert cfg.dataset.split == "val" and cfg.method._target_.endswith("RNSF")
-    assert cfg.hydra.sweeper.n_trials == 20 and cfg.hydra.sweeper.sampler.seed == 0
+    assert cfg.hydra.sweeper.n_trials == 16 and cfg.hydra.sweeper.sampler.seed == 0
     assert cfg.objective == {"weights": {"psnr": 1.0}, "direction": "maximize"}
     assert "TestSplitEvaluation" in cfg.hydra.callbacks.test_split._target_
     lpips = compose_config("experiment=lambda_search", "objective=lpips", hydra=True)
@@ -238,7 +238,7 @@ def test_a_two_trial_optuna_sweep_then_the_test_split_then_the_report(tmp_path):
     for row in ("tuned", "exp", "ddnm", "pinv"):
         metrics = json.loads((sweep / "test" / row / "metrics.json").read_text())
         assert metrics["split"] == "test" and metrics["split_range"] == [2, 16]
-        assert metrics["n_images"] == 2 and metrics["steps"] == (0 if row == "pinv" else 3)
+        assert metrics["n_images"] == 2 and metrics["nfe"] == (0 if row == "pinv" else 3)
     tuned = json.loads((sweep / "test" / "tuned" / "metrics.json").read_text())
     assert tuned["schedule_params"]["rate"] == pytest.approx(best.best_params["schedule.rate"])
     assert tuned["schedule_params"]["reverse"] == best.best_params["schedule.reverse"]

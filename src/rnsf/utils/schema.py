@@ -161,6 +161,8 @@ SCHEMA: dict[str, Spec] = {
     "dataset.batch_size": Either(Choice("auto"), Int(1)),
     "dataset.num_workers": Int(0),
     "dataset.measurements": Bool(),
+    "dataset.split": Choice("val", "test", nullable=True),
+    "dataset.val_images": Int(1, nullable=True),
     # task: the noise and the operators' parameters
     "task.sigma": Float(0.0),
     "task.operator.factor": Int(1),
@@ -194,6 +196,13 @@ SCHEMA: dict[str, Spec] = {
     "schedule.level": UNIT,
     "schedule.start": UNIT,
     "schedule.end": UNIT,
+    "schedule.rate": Float(0.0, open_low=True),
+    "schedule.break_1": UNIT,
+    "schedule.level_1": UNIT,
+    "schedule.break_2": UNIT,
+    "schedule.level_2": UNIT,
+    # objective (a sweeper's number; the weights are checked by rnsf.ablation.Objective)
+    "objective.direction": Choice("maximize", "minimize"),
     # model
     "model.precision": Choice("auto", "fp32", "fp16", "bf16"),
     "model.compile": Either(Bool(), Str()),  # a mode or backend name: checked by the model
@@ -201,6 +210,9 @@ SCHEMA: dict[str, Spec] = {
     "model.channels_last": Bool(),
     "model.class_label": Int(0, 999, nullable=True),
     "model.checkpoint": Str(nullable=True),
+    "model.path": Str(),
+    "model.revision": Str(nullable=True),
+    "model.check_scheduler": Bool(),
     # metrics
     "metrics.protocol": Choice("float", "uint8"),
     "metrics.lpips.enabled": Bool(),
