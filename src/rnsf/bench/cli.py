@@ -16,8 +16,11 @@ from rnsf.bench.measure import forward_flops, matmul_ceiling
 from rnsf.denoisers.pretrained import resolve_precision
 from rnsf.utils.cli import CONF_DIR
 
-#: every pretrained preset of conf/model (their FLOPs are counted; the built-in prior is not one)
-PRESETS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml") if p.stem != "tiny")
+#: every pretrained preset of conf/model (their FLOPs are counted; the built-in prior is not one,
+#: nor `diffusers`, whose network is whatever folder it is given)
+PRESETS = sorted(
+    p.stem for p in (CONF_DIR / "model").glob("*.yaml") if p.stem not in ("tiny", "diffusers")
+)
 METHODS = ["rnsf", "ddnm", "ddrm", "ssd", "dps"]
 
 #: what --smoke changes: CPU, reduced widths at 32², tiny grids, the `eager` compile backend
