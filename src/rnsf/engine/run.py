@@ -23,6 +23,7 @@ from rnsf.methods.ddnm import RNSF
 from rnsf.metrics.suite import MetricSuite
 from rnsf.tiling import MaskShift, Tiled
 from rnsf.utils.provenance import git_sha
+from rnsf.utils.schema import check_config
 
 log = logging.getLogger(__name__)
 # lightning 2.6 on torch >= 2.10 warns about its own use of a deprecated torch API on every job
@@ -59,6 +60,7 @@ def route_lightning_logs() -> None:
 def run(cfg: DictConfig) -> dict:
     """Run the job of `cfg` and return its metrics.json content. The job locks its folder
     (`rnsf.engine.lock`); a stop signal ends it cleanly (`rnsf.engine.interrupt`)."""
+    check_config(cfg)  # types and ranges (rnsf.utils.schema), also when not started by run.py
     out = Path(cfg.paths.output_dir)
     try:
         with lock.job_lock(out), interrupt.stop_on_signals():
