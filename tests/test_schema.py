@@ -74,11 +74,15 @@ def test_debug_and_experiments_fit_the_schema():
         ("metrics.lpips.net=resnet", "metrics.lpips.net must be one of alex, vgg, squeeze"),
         ("metrics.fid.dims=100", "metrics.fid.dims must be one of 64, 192, 768, 2048, got 100"),
         ("schedule.reverse=yes", "schedule.reverse must be true or false, got 'yes'"),
+        (
+            "schedule=piecewise schedule.knots=abc",
+            "schedule.knots must be a list of [s, value] pairs with numbers in [0, 1], got 'abc'",
+        ),
     ],
 )
 def test_bad_values_are_one_line(override, message):
     with pytest.raises(UserError) as err:
-        check_config(composed(override))
+        check_config(composed(*override.split()))
     assert str(err.value) == message or str(err.value).startswith(message), str(err.value)
     assert "\n" not in str(err.value)
 

@@ -104,7 +104,8 @@ class FileInpainting(MaskFactory):
         self.path = Path(path)
         if not self.path.is_file():
             raise UserError(
-                f"mask file {self.path} does not exist; set task.mask_path to an image or .npy mask"
+                f"mask file {self.path} does not exist; set task.operator.path to an image or "
+                ".npy mask"
             )
         if self.path.suffix == ".npy":
             array = np.load(self.path)

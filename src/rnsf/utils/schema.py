@@ -139,6 +139,28 @@ class Str(Spec):
         return "a non-empty string"
 
 
+class Pairs(Spec):
+    """A non-empty list of [a, b] number pairs in [low, high] (a piecewise schedule's knots)."""
+
+    def __init__(self, low: float = 0.0, high: float = 1.0, nullable: bool = False) -> None:
+        super().__init__(nullable)
+        self.number = Float(low, high)
+
+    def fits(self, value) -> bool:
+        return (
+            isinstance(value, list)
+            and bool(value)
+            and all(
+                isinstance(pair, list) and len(pair) == 2 and all(map(self.number.fits, pair))
+                for pair in value
+            )
+        )
+
+    def describe(self) -> str:
+        low, high = self.number.low, self.number.high
+        return f"a list of [s, value] pairs with numbers in [{low:g}, {high:g}]"
+
+
 UNIT = Float(0.0, 1.0)
 STEPS = Int(1, 1000)
 
@@ -196,6 +218,7 @@ SCHEMA: dict[str, Spec] = {
     "schedule.level": UNIT,
     "schedule.start": UNIT,
     "schedule.end": UNIT,
+    "schedule.knots": Pairs(0.0, 1.0),
     "schedule.rate": Float(0.0, open_low=True),
     "schedule.break_1": UNIT,
     "schedule.level_1": UNIT,
