@@ -1,5 +1,22 @@
 """The matrix of bad inputs and awkward files through `python run.py`: every user error is one
-line and exit status 2 with nothing written; every odd but valid file is restored correctly."""
+line and exit status 2 with nothing written; every odd but valid file is restored correctly.
+
+The rows of issue 11's table and what pins each (the job-folder lock and the signals are in
+test_lock.py / test_interrupt.py):
+- 16-bit grey PNG, RGBA PNG, EXIF orientation: test_16_bit_alpha_and_exif_files_reach_the_job_…
+  here, and one test per case in test_images.py (16-bit RGB, palette, LA, CMYK, float too);
+- truncated JPEG among good ones: test_truncated_jpeg_is_refused_before_anything_is_written, and
+  test_images.py's full-decode and cache tests;
+- method.steps=abc / 0: test_bad_values_are_one_line (and every knob in test_schema.py), a bad
+  value inside a sweep: test_a_bad_value_in_a_sweep_stops_it_before_the_first_job;
+- DataLoader worker errors: test_dataloader_worker_errors_reach_the_user_as_their_own_line;
+- unwritable output folder: test_unwritable_output_folder_is_named;
+- different sizes with resize=none (batch 1 and larger): test_images_of_different_sizes_…;
+- odd size with resize=none: test_odd_size_advice_follows_the_resize_policy;
+- a path override in a sweep: test_sweep_folders_stay_flat_with_path_overrides;
+- debug=tiny method=dps: test_debug_tiny_runs_dps_respaced_and_says_so (test_dps_respaced.py);
+- the built-in prior on your own images: test_builtin_prior_note_only_for_own_images_….
+"""
 
 from __future__ import annotations
 
