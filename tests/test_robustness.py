@@ -254,3 +254,29 @@ def test_debug_tiny_runs_dps_respaced_and_says_so(tmp_path):
     metrics = json.loads((job / "metrics.json").read_text())
     assert metrics["steps"] == 5 and metrics["nfe"] == 5
     assert metrics["method_params"]["protocol"].startswith("non-paper: 5 of 1000 steps")
+
+
+def test_size_advice_for_a_native_size_model_with_resize_none(tmp_path):
+    from omegaconf import OmegaConf
+
+    from rnsf.data import RestorationDataModule
+    from rnsf.engine.checks import check_sizes
+    from rnsf.operators import BicubicSR, Task
+
+    class Native:  # a 256x256 network, as the ADM and DDPM presets
+        native_size = 256
+
+        def check_size(self, height, width):
+            pass
+
+    folder = folder_of(tmp_path, [(64, 96)])
+    data = RestorationDataModule(root=str(folder), image_size=None, resize="none")
+    cfg = OmegaConf.create({"mode": "test", "model": {"name": "adm_imagenet256"}})
+    with pytest.raises(UserError) as err:
+        check_sizes(cfg, data, Task("sr4", BicubicSR(4)), Native())
+    assert str(err.value) == (
+        "model adm_imagenet256 takes 256x256 images, the dataset gives 64x96; the files are used "
+        "as they are (dataset.resize=none ignores dataset.image_size): crop or resize them, or "
+        "set dataset.resize=center_crop dataset.image_size=256, or tiling=mask_shift to restore "
+        "them at their size"
+    )

@@ -28,13 +28,15 @@ def check_sizes(cfg, datamodule, task, denoiser, method=None, tiling=None) -> No
             continue
         reason, advice = problem
         if dataset.resize == "none":
-            fit = _fitting_size(cfg, task, denoiser, min(size))
+            native = getattr(denoiser, "native_size", None) if denoiser is not None else None
+            fit = native or _fitting_size(cfg, task, denoiser, min(size))
             target = f" dataset.image_size={fit}" if fit else " and dataset.image_size"
             where = f"{dataset.paths[index]}: " if len(seen) > 1 or index > 0 else ""
+            tile = ", or tiling=mask_shift to restore them at their size" if native else ""
             raise UserError(
                 f"{where}{reason}; the files are used as they are (dataset.resize=none ignores "
                 f"dataset.image_size): crop or resize them, or set dataset.resize=center_crop"
-                f"{target}"
+                f"{target}{tile}"
             )
         raise UserError(f"{reason}; {advice}")
 
