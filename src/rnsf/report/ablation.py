@@ -175,6 +175,8 @@ def _markdown(frame: pd.DataFrame) -> str:
     for column in ("ssim", "lpips"):
         if column in shown:
             shown[column] = shown[column].map(lambda v: None if pd.isna(v) else f"{v:.4f}")
+    if "steps" in shown:
+        shown["steps"] = shown["steps"].map(lambda v: "–" if pd.isna(v) else f"{int(v)}")
     if "consistency" in shown:
         shown["consistency"] = shown["consistency"].map(
             lambda v: None if pd.isna(v) else f"{v:.2e}"
