@@ -205,3 +205,44 @@ def dps_row(
         "seconds_per_image_1000": step * 1000 / batch,
         "peak_memory_gib_per_image": None if peak is None else peak / batch,
     }
+
+
+def tiling_row(
+    denoiser: PretrainedDenoiser,
+    device: torch.device,
+    batch: int,
+    size: int,
+    steps: int,
+    repeats: int,
+) -> dict:
+    """Seconds per megapixel of a mask-shift restoration (`tiling=mask_shift`, DDNM, SR ×4 by
+    block averaging as hq_demo) of a batch of 2·size × 3·size images with windows of the model's
+    size (3 × 5 windows at a stride of half a window)."""
+    from rnsf.methods import DDNM
+    from rnsf.operators import AverageSR
+    from rnsf.tiling import MaskShift, plan
+
+    height, width = 2 * size, 3 * size
+    tiling = MaskShift(progress=False).resolve(denoiser)
+    operator = AverageSR(4)
+    y = operator.A(torch.rand(batch, 3, height, width, device=device) * 2 - 1)
+    method = DDNM(steps=steps)
+
+    def restore():
+        tiling.restore(method, y, operator, denoiser, image_generators(0, range(batch), device))
+
+    with torch.no_grad():
+        seconds = best_time(restore, device, repeats)
+    megapixels = height * width / 1e6
+    return {
+        "model": denoiser.name,
+        "batch": batch,
+        "height": height,
+        "width": width,
+        "window": tiling.window,
+        "stride": tiling.stride,
+        "windows": len(plan(height, width, tiling.window, tiling.stride)),
+        "steps": steps,
+        "seconds_per_image": seconds / batch,
+        "seconds_per_megapixel": seconds / batch / megapixels,
+    }

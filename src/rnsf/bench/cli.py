@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from rnsf.bench import table
-from rnsf.bench.cells import Preset, dps_row, forward_row, method_row
+from rnsf.bench.cells import Preset, dps_row, forward_row, method_row, tiling_row
 from rnsf.bench.measure import forward_flops, matmul_ceiling
 from rnsf.denoisers.pretrained import resolve_precision
 from rnsf.utils.cli import CONF_DIR
@@ -34,6 +34,8 @@ SMOKE = dict(
     steps=7,  # SSD's least
     dps_steps=2,
     dps_batch=1,
+    tiling_steps=2,
+    tiling_batch=1,
     repeats=1,
     ceiling_size=256,
 )
@@ -59,6 +61,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=30, help="steps of rnsf, ddnm, ddrm, ssd")
     p.add_argument("--dps-steps", type=int, default=10, help="DPS steps run (of 1,000)")
     p.add_argument("--dps-batch", type=int, default=8)
+    p.add_argument("--tiling-steps", type=int, default=10, help="mask-shift DDNM steps (0: off)")
+    p.add_argument("--tiling-batch", type=int, default=4, help="images of 2x3 windows' size")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--ceiling-size", type=int, default=8192)
     p.add_argument("--out", type=Path, default=None, help="JSON file (default outputs/bench/)")
@@ -168,6 +172,14 @@ def run(args: argparse.Namespace) -> dict:
                 )
     result["methods"] = methods
     result["dps"] = dps
+    result["tiling"] = []
+    if args.tiling_steps and key in denoisers:
+        denoiser = denoisers[key][0]
+        result["tiling"].append(
+            tiling_row(
+                denoiser, device, args.tiling_batch, preset.size, args.tiling_steps, repeats=1
+            )
+        )
     return result
 
 

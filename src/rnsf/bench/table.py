@@ -120,4 +120,31 @@ def markdown(result: dict) -> str:
                 for r in result["dps"]
             ],
         )
+    if result.get("tiling"):
+        lines.append("")
+        lines += _table(
+            [
+                "mask-shift",
+                "batch",
+                "image",
+                "window / stride",
+                "windows",
+                "steps",
+                "s/image",
+                "s/MP",
+            ],
+            [
+                [
+                    r["model"],
+                    r["batch"],
+                    f"{r['height']}x{r['width']}",
+                    f"{r['window']} / {r['stride']}",
+                    r["windows"],
+                    r["steps"],
+                    r["seconds_per_image"],
+                    r["seconds_per_megapixel"],
+                ]
+                for r in result["tiling"]
+            ],
+        )
     return "\n".join(lines)
