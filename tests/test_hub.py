@@ -230,3 +230,15 @@ def test_run_py_with_a_diffusers_folder(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "ddnm | sr4 | demo | 1 images" in result.stdout
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["model"] == "diffusers"
+
+
+def test_download_command_for_the_hub_route(tmp_path, capsys):
+    from rnsf import download as dl
+
+    with pytest.raises(SystemExit) as exit_:
+        dl.main(["model=diffusers"])
+    assert exit_.value.code == 2
+    assert "name the model: model=diffusers model.path=OWNER/NAME" in capsys.readouterr().err
+    save_model(tmp_path / "local")  # a local folder is only checked
+    dl.main(["model=diffusers", f"model.path={tmp_path / 'local'}"])
+    assert capsys.readouterr().out.strip() == str(tmp_path / "local")
