@@ -67,12 +67,47 @@ def sweep_job(tmp_path):
 
 def test_worker_reruns_the_job_in_its_folder(sweep_job):
     command, cwd = distributed.worker_command()
-    assert command[:2] == [sys.executable, str(ROOT / "run.py")]
-    assert command[2:4] == ["--config-name", "config"]
-    assert "task=sr8" in command and "method.steps=2" in command and "-m" not in command
+    assert command[:3] == [sys.executable, "-m", "rnsf"]  # the package's entry, installed or not
+    assert command[3:5] == ["--config-name", "config"]
+    assert "task=sr8" in command and "method.steps=2" in command and "-m" not in command[3:]
     assert f"hydra.run.dir='{sweep_job}'" in command
     assert "hydra.output_subdir=null" in command and "hydra/job_logging=stdout" in command
     assert cwd == str(sweep_job.parent)
+
+
+def test_private_lightning_launcher_is_as_checked(sweep_job):
+    """rnsf.engine.launcher subclasses Lightning's private `_SubprocessScriptLauncher`: this
+    fails on a Lightning release it was not checked against, and when the pieces it relies on
+    change, so that an upgrade is looked at before it breaks multi-process jobs."""
+    import inspect
+
+    import lightning
+    from lightning.pytorch.strategies.launchers import subprocess_script
+
+    from rnsf.engine import launcher
+
+    release = ".".join(lightning.__version__.split(".")[:2])
+    assert release in launcher.TESTED_LIGHTNING, (
+        f"lightning {lightning.__version__} is new to rnsf.engine.launcher: check that "
+        "_SubprocessScriptLauncher still starts ranks in _call_children_scripts, then add it"
+    )
+    base = subprocess_script._SubprocessScriptLauncher
+    assert list(inspect.signature(base.__init__).parameters) == [
+        "self",
+        "cluster_environment",
+        "num_processes",
+        "num_nodes",
+    ]
+    for name in ("_call_children_scripts", "_check_can_spawn_children", "launch"):
+        assert callable(getattr(base, name)), name
+    from lightning.fabric.plugins.environments import LightningEnvironment
+
+    strategy = launcher.JobDDPStrategy(
+        cluster_environment=LightningEnvironment(), process_group_backend="gloo"
+    )
+    strategy._configure_launcher()  # what the Trainer calls; the DDP launcher becomes ours
+    assert isinstance(strategy.launcher, launcher.JobLauncher)
+    assert strategy.launcher.procs == []
 
 
 def test_slurm_preset_composes_into_sbatch_options(tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
-"""RestorationModule inside Lightning's test loop, for every method (DPS needs autograd there)."""
+"""RestorationModule and its JobWriter inside Lightning's test loop, for every method (DPS needs
+autograd there)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from PIL import Image
 from rnsf.data import RestorationDataModule
 from rnsf.denoisers import FiniteSetPrior
 from rnsf.engine.module import RestorationModule
+from rnsf.engine.writer import JobWriter
 from rnsf.methods import DDNM, DDRM, DPS, RNSF, SSD, Pinv
 from rnsf.operators import BicubicSR, Task
 from rnsf.schedules import ExpSchedule
@@ -42,14 +44,10 @@ def test_test_loop_for_every_method(method, folder, tmp_path):
     data = RestorationDataModule(root=str(folder), image_size=None, resize="none", batch_size=2)
     images = next(iter(data.test_dataloader()))["image"]
     prior = FiniteSetPrior(images)
-    module = RestorationModule(
-        prior,
-        method,
-        Task("sr4", BicubicSR(4)),
-        output_dir=tmp_path,
-        run_info={"method": method.name},
-    )
+    module = RestorationModule(prior, method, Task("sr4", BicubicSR(4)))
+    writer = JobWriter(tmp_path, run_info={"method": method.name})
     trainer = L.Trainer(
+        callbacks=[writer],
         accelerator="cpu",
         logger=False,
         enable_progress_bar=False,

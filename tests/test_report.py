@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -215,3 +216,25 @@ def test_report_on_a_generated_sweep(tmp_path):
     assert list(table["steps"]) == [2, 3, 2, 3]
     assert (table["N"] == 2).all()
     assert (sweep / "report" / "metrics_demo.png").is_file()
+
+
+def test_report_modules_import_each_other_without_a_cycle():
+    """Each module of rnsf.report imports (anywhere in it, lazily too) only modules before it."""
+    import ast
+
+    import rnsf.report
+
+    folder = Path(rnsf.report.__file__).parent
+    imports = {}
+    for path in folder.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        imports[path.stem] = {
+            node.module.rsplit(".", 1)[-1]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rnsf.report.")
+        }
+    order: list[str] = []
+    while len(order) < len(imports):
+        ready = [m for m in imports if m not in order and imports[m] <= set(order)]
+        assert ready, f"import cycle among {sorted(set(imports) - set(order))}"
+        order += sorted(ready)

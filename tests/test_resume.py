@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -11,17 +12,24 @@ import pytest
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from rnsf.data import RestorationDataModule
 from rnsf.engine import resume
 from rnsf.engine.module import RestorationModule
 from rnsf.methods import Pinv
 from rnsf.operators import BicubicSR, Task
 from rnsf.utils.errors import UserError
 
-from conftest import run_py
+from conftest import ROOT, run_py
 
 FIVE = ["debug=tiny", "dataset.limit=5", "dataset.batch_size=1", "method.steps=2"]
 TIMING = {"seconds", "seconds_per_image", "wall_seconds"}
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+# a job that kills itself after two images (tests/kill_callback.py, importable through PYTHONPATH)
+KILL_AFTER_TWO = [
+    "+callbacks.kill._target_=kill_callback.KillAfterImages",
+    "+callbacks.kill.images=2",
+]
+TESTS_PATH = os.pathsep.join(p for p in (str(ROOT / "tests"), os.environ.get("PYTHONPATH")) if p)
 
 
 def run(args: list[str], **env: str) -> subprocess.CompletedProcess:
@@ -139,18 +147,25 @@ def test_folder_of_another_config_is_a_user_error(tmp_path):
     assert "method.eta: 0.85 there, 0.5 now" in message and "hydra.run.dir" in message
 
 
-def test_module_restores_only_unrecorded_images_of_a_batch(tmp_path):
-    module = RestorationModule(None, Pinv(), Task("sr4", BicubicSR(4)), output_dir=tmp_path)
-    batch = {"image": torch.rand(3, 3, 8, 8), "index": torch.tensor([0, 1, 2]), "name": list("abc")}
-    module.done = {0: "a", 2: "c"}
-    rest = module._unfinished(batch)
-    assert rest["index"].tolist() == [1] and rest["name"] == ["b"]
-    assert torch.equal(rest["image"], batch["image"][1:2])
-    module.done = {0: "a", 1: "b", 2: "c"}
-    assert module._unfinished(batch) is None
-    module.done = {1: "photo"}  # the dataset changed under the record
-    with pytest.raises(UserError, match=r"is for image photo, but image 1 is now b"):
-        module._unfinished(batch)
+def test_data_leaves_out_recorded_images_and_checks_their_names(tmp_path):
+    data = RestorationDataModule(root=None, image_size=None, resize="none", limit=3, batch_size=3)
+    names = data.dataset.names
+    for index in (0, 2, 7):  # 7: beyond this dataset (a record of a larger run)
+        resume.write_record(tmp_path, {"index": index, "name": names[index] if index < 3 else "x"})
+    done = resume.done_images(tmp_path, names)
+    assert done == {0, 2}
+    data.skip(done)
+    (batch,) = data.test_dataloader()
+    assert batch["index"].tolist() == [1] and batch["name"] == [names[1]]
+    assert torch.equal(batch["image"], data.dataset[1]["image"][None])
+    data.skip({0, 1, 2})  # a batch of only done images comes out empty, the step skips it
+    (batch,) = data.test_dataloader()
+    assert batch["name"] == [] and batch["index"].numel() == 0
+    module = RestorationModule(None, Pinv(), Task("sr4", BicubicSR(4)))
+    assert module.test_step(batch, 0) is None and module.predict_step(batch, 0) is None
+    resume.write_record(tmp_path, {"index": 1, "name": "photo"})  # the dataset changed
+    with pytest.raises(UserError, match=rf"is for image photo, but image 1 is now {names[1]}"):
+        resume.done_images(tmp_path, names)
 
 
 # -- end to end ---------------------------------------------------------------------------
@@ -160,7 +175,7 @@ def jobs(tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("resume")
     straight, resumed = base / "straight", base / "resumed"
     assert run([*FIVE, f"hydra.run.dir={straight}"]).returncode == 0
-    killed = run([*FIVE, f"hydra.run.dir={resumed}"], **{resume.KILL_AFTER_ENV: "2"})
+    killed = run([*FIVE, *KILL_AFTER_TWO, f"hydra.run.dir={resumed}"], PYTHONPATH=TESTS_PATH)
     assert killed.returncode == -9, killed.stderr[-2000:]
     first = {p.name: p.read_bytes() for p in (resumed / "rows").iterdir()}
     assert sorted(first) == ["0.json", "1.json"]

@@ -7,13 +7,18 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from rnsf.data.demo import DEMO_DIR
 from rnsf.data.folder import ImageFolder
 
 
 def collate(items: list[dict]) -> dict:
+    """Stack a batch; images restored by an earlier run (`RestorationDataModule.skip`) are left
+    out, so a batch may hold no image at all."""
+    items = [it for it in items if it["image"] is not None]
+    if not items:
+        return {"image": None, "index": torch.zeros(0, dtype=torch.long), "name": []}
     sizes = {tuple(it["image"].shape) for it in items}
     if len(sizes) > 1:
         from rnsf.utils.errors import UserError
@@ -51,8 +56,27 @@ class SizeBatches(Sampler[list[int]]):
         return len(self._batches())
 
 
+class _Remaining(Dataset):
+    """`dataset` with the images in `done` left unread (their items hold no image)."""
+
+    def __init__(self, dataset: Dataset, done: set[int]) -> None:
+        self.dataset, self.done = dataset, done
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict:
+        if i in self.done:
+            return {"image": None, "index": i, "name": self.dataset.names[i]}  # dropped
+        return self.dataset[i]
+
+
 class RestorationDataModule(L.LightningDataModule):
     """Images for `test` (clean, to be degraded) or `predict` (measurements y, no ground truth).
+
+    `skip(indices)` leaves out images restored by an earlier run in the job's folder: every
+    process still sees its whole share of batches (a batch may come out empty), so that the
+    sharing and the end-of-loop merge are those of a fresh run.
 
     `root: null` means the built-in demo folder. `list_file` is a path or the name of a list
     that ships with rnsf; `split` (`val` | `test`, with `val_images`) keeps one of two disjoint
@@ -103,25 +127,32 @@ class RestorationDataModule(L.LightningDataModule):
             from rnsf.utils.errors import UserError
 
             raise UserError(f"dataset.batch_size must be auto or >= 1, got {batch_size!r}")
+        self.done: set[int] = set()
+
+    def skip(self, indices: set[int]) -> None:
+        """Leave out the images at these positions of the dataset (restored by an earlier
+        run)."""
+        self.done = set(indices)
 
     #: images of different sizes go in different batches (`SizeBatches`)
     batches_by_size = True
 
     def _loader(self) -> DataLoader:
+        data = _Remaining(self.dataset, self.done) if self.done else self.dataset
         if self.dataset.resize == "none" and self.batch_size > 1:
             sampler = self._sampler()
             order = list(sampler) if sampler is not None else range(len(self.dataset))
             sizes = self.dataset.sizes()
             if len(set(sizes)) > 1:
                 return DataLoader(
-                    self.dataset,
+                    data,
                     batch_sampler=SizeBatches(order, sizes, self.batch_size),
                     num_workers=self.num_workers,
                     collate_fn=collate,
                     persistent_workers=self.num_workers > 0,
                 )
         return DataLoader(
-            self.dataset,
+            data,
             batch_size=self.batch_size,
             shuffle=False,
             sampler=self._sampler(),

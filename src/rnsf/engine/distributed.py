@@ -4,9 +4,10 @@ Lightning starts the other ranks of `strategy="ddp"` by running the script again
 process's command line and, under Hydra, the run config's `hydra.run.dir`. That is wrong for a
 job of a sweep (the command line holds `-m` and the whole sweep, and the folder is not the job's)
 and for a job that the submitit launcher started (the command line is submitit's).
-`JobDDPStrategy` starts each rank as `python run.py <this job's overrides>` in this job's folder
-instead: the same config, the same output folder, no Hydra files or log of its own. On SLURM
-(one task per GPU) the ranks are SLURM's tasks and nothing is started.
+`JobDDPStrategy` (`rnsf.engine.launcher`, the one module on a private Lightning API) starts each
+rank as `python -m rnsf <this job's overrides>` in this job's folder instead: the same config,
+the same output folder, no Hydra files or log of its own; it works from an installed package as
+from a checkout. On SLURM (one task per GPU) the ranks are SLURM's tasks and nothing is started.
 
 Images are shared out by the data module (an unrepeated sampler: no padding duplicates); every
 rank writes its own images and per-image records, and rank 0 merges them at the end.
@@ -15,20 +16,14 @@ rank writes its own images and per-image records, and rank 0 merges them at the 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
-from lightning.pytorch.strategies import DDPStrategy
-from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
-from rnsf.utils.cli import CONF_DIR
 from rnsf.utils.errors import UserError
-
-RUN_SCRIPT = CONF_DIR.parent / "run.py"
 
 # Set by the launcher in the first process; cleared after the job so that the next job of a
 # sweep that runs in the same process starts its own ranks again.
@@ -42,39 +37,6 @@ LAUNCH_ENV = (
 )
 
 
-class JobDDPStrategy(DDPStrategy):
-    """`DDPStrategy` whose extra ranks are copies of the current Hydra job (see the module)."""
-
-    def _configure_launcher(self) -> None:
-        super()._configure_launcher()
-        if isinstance(self._launcher, _SubprocessScriptLauncher):
-            self._launcher = JobLauncher(
-                self.cluster_environment, self.num_processes, self.num_nodes
-            )
-
-
-class JobLauncher(_SubprocessScriptLauncher):
-    """Starts local ranks 1 … n-1 with `worker_command()`; without Hydra, as Lightning does."""
-
-    def _call_children_scripts(self) -> None:
-        from hydra.core.hydra_config import HydraConfig
-
-        if not HydraConfig.initialized():
-            super()._call_children_scripts()
-            return
-        self._check_can_spawn_children()
-        env = self.cluster_environment
-        os.environ["MASTER_ADDR"] = env.main_address
-        os.environ["MASTER_PORT"] = str(env.main_port)
-        os.environ["NODE_RANK"] = str(env.node_rank())
-        os.environ["LOCAL_RANK"] = str(env.local_rank())
-        os.environ["WORLD_SIZE"] = str(self.num_processes * self.num_nodes)
-        command, cwd = worker_command()
-        for local_rank in range(1, self.num_processes):
-            child_env = {**os.environ, "LOCAL_RANK": str(local_rank)}
-            self.procs.append(subprocess.Popen(command, env=child_env, cwd=cwd))
-
-
 def worker_command() -> tuple[list[str], str]:
     """The command line (and working directory) that reruns the current Hydra job as one more
     rank: its config name and overrides, its output folder, no `.hydra/` and no log file."""
@@ -83,16 +45,28 @@ def worker_command() -> tuple[list[str], str]:
     hc = HydraConfig.get()
     command = [
         sys.executable,
-        str(RUN_SCRIPT),
+        "-m",
+        "rnsf",
+        *config_sources(hc),
         "--config-name",
         hc.job.config_name,
         *hc.overrides.task,
+        *[o for o in hc.overrides.hydra if o.startswith("hydra.searchpath=")],
         f"hydra.run.dir={quote(hc.runtime.output_dir)}",
         f"hydra.job.name={quote(hc.job.name)}",
         "hydra.output_subdir=null",
         "hydra/job_logging=stdout",
     ]
     return command, hc.runtime.cwd
+
+
+def config_sources(hc) -> list[str]:
+    """`--config-dir` options for the config folders the job's command line added."""
+    options = []
+    for source in hc.runtime.config_sources:
+        if source.provider == "command-line" and source.schema == "file":
+            options += ["--config-dir", source.path]
+    return options
 
 
 def quote(value: str) -> str:

@@ -11,8 +11,6 @@ one: the rerun stops with one line naming the first key that differs.
 from __future__ import annotations
 
 import json
-import os
-import signal
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -38,11 +36,6 @@ RUNTIME_KEYS = (
     "trainer.default_root_dir",
     "dataset.num_workers",
 )
-
-# Test hook: with RNSF_KILL_AFTER_IMAGES=n in the environment, a process kills itself (SIGKILL,
-# no clean-up of any kind) right after it has recorded its n-th image. The tests use it to
-# interrupt a job midway at a known point; nothing else reads it.
-KILL_AFTER_ENV = "RNSF_KILL_AFTER_IMAGES"
 
 
 # -- per-image records --------------------------------------------------------------------
@@ -70,20 +63,24 @@ def finished_indices(output_dir: Path) -> set[int]:
     return {int(p.stem) for p in folder.glob("*.json") if p.stem.isdigit()}
 
 
-def check_same_image(output_dir: Path, index: int, recorded: str, current: str) -> None:
-    """A record belongs to the image that now has its index (else the dataset changed)."""
-    if recorded != current:
-        raise UserError(
-            f"{record_path(output_dir, index)} is for image {recorded}, but image {index} is now "
-            f"{current}: the dataset changed since that run; pass a new hydra.run.dir"
-        )
-
-
-def kill_hook(recorded: int) -> None:
-    """The test hook described at `KILL_AFTER_ENV`."""
-    limit = os.environ.get(KILL_AFTER_ENV)
-    if limit is not None and recorded >= int(limit):
-        os.kill(os.getpid(), signal.SIGKILL)
+def done_images(output_dir: Path, names: list[str], offset: int = 0) -> set[int]:
+    """Positions in the dataset (`names`, whose first image has index `offset`) of the images
+    that an earlier run in `output_dir` restored. Every record must belong to the image that now
+    has its index."""
+    done = set()
+    for row in read_records(output_dir):
+        index, recorded = row["index"], row["name"]
+        position = index - offset
+        if not 0 <= position < len(names):
+            continue
+        if recorded != names[position]:
+            raise UserError(
+                f"{record_path(output_dir, index)} is for image {recorded}, but image {index} is "
+                f"now {names[position]}: the dataset changed since that run; pass a new "
+                "hydra.run.dir"
+            )
+        done.add(position)
+    return done
 
 
 # -- whole jobs ---------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from rnsf.denoisers.memory import auto_batch_size
@@ -19,6 +19,7 @@ from rnsf.engine.interrupt import signal_name
 from rnsf.engine.loggers import finish_wandb
 from rnsf.engine.module import RestorationModule
 from rnsf.engine.wandb_callbacks import wandb_callbacks
+from rnsf.engine.writer import JobWriter
 from rnsf.methods.ddnm import RNSF
 from rnsf.metrics.suite import MetricSuite
 from rnsf.tiling import MaskShift, Tiled
@@ -91,26 +92,32 @@ def run_locked(cfg: DictConfig, out: Path) -> dict:
     # metric weights are checked (and LPIPS loaded) here, before any image is restored
     metrics = MetricSuite.from_config(cfg.metrics, mode=cfg.mode, save_images=cfg.save_images)
 
+    done = resume.done_images(
+        out, datamodule.dataset.names, getattr(datamodule.dataset, "offset", 0)
+    )
+    if done:
+        rank_zero_info(f"{len(done)} images done by an earlier run are skipped")
+    datamodule.skip(done)
+
     if rank_zero_only.rank == 0:
         resume.write_config(out, cfg)
     info = run_info(cfg, choices, datamodule, task, method)
     info["tiling"] = tiling.describe() if tiling is not None else None
-    module = RestorationModule(
-        denoiser,
-        Tiled(method, tiling) if tiling is not None else method,
-        task,
-        output_dir=out,
-        seed=cfg.seed,
-        metrics=metrics,
+    restorer = Tiled(method, tiling) if tiling is not None else method
+    module = RestorationModule(denoiser, restorer, task, seed=cfg.seed, metrics=metrics)
+    writer = JobWriter(
+        out,
+        info,
         save_images=cfg.save_images,
         grid_images=cfg.grid_images,
         first_index=getattr(datamodule.dataset, "offset", 0),
-        run_info=info,
     )
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     callbacks = [
-        interrupt.StopOnSignal(),
-        *wandb_callbacks(loggers, OmegaConf.to_container(cfg, resolve=True)),
+        interrupt.StopOnSignal(),  # first: a stop comes before the writer's merge
+        writer,
+        *wandb_callbacks(loggers, OmegaConf.to_container(cfg, resolve=True), out, info),
+        *[instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c],
     ]
     trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     device = trainer.strategy.root_device
@@ -129,7 +136,6 @@ def run_locked(cfg: DictConfig, out: Path) -> dict:
         else {"precision": None, "compile": None, "compile_seconds": None}
     )
     distributed.check_world_size(len(datamodule.dataset), trainer.world_size)
-    module.run_info = info
     start = time.perf_counter()
     try:
         with distributed.job_scope():
@@ -137,7 +143,7 @@ def run_locked(cfg: DictConfig, out: Path) -> dict:
                 trainer.predict(module, datamodule=datamodule, return_predictions=False)
             else:
                 trainer.test(module, datamodule=datamodule, verbose=False)
-        summary = module.summary
+        summary = writer.summary
         summary["wall_seconds"] = time.perf_counter() - start
         for lg in loggers:
             lg.log_metrics({f"summary/{k}": v for k, v in summary.items() if _is_number(v)})

@@ -34,18 +34,26 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
 class WandbJob(Callback):
     """Logs a restoration job to the trainer's W&B logger.
 
-    `config` (the resolved job config) and the module's `run_info` (under `job`) become the run's
-    config, and method, task, schedule (RNSF only) and model its tags. During sampling the
-    module's `step_callback` keeps x̂₀ of the first `frames` images every `every` network
-    evaluations, and the last (`every` None: about ten per image), as small uint8 CPU copies.
+    `config` (the resolved job config) and `run_info` (the job's description, as metrics.json
+    heads it; under `job`) become the run's config, and method, task, schedule (RNSF only) and
+    model its tags. During sampling the module's `step_callback` keeps x̂₀ of the first `frames`
+    images every `every` network evaluations, and the last (`every` None: about ten per image),
+    as small uint8 CPU copies.
     At the end of test/predict it logs `per_image` (the job's per_image.csv as a table), `grid`,
     `frames/<image name>` (captioned with t) and `lambda_schedule`.
     """
 
     def __init__(
-        self, frames: int = 4, every: int | None = None, config: dict[str, Any] | None = None
+        self,
+        frames: int = 4,
+        every: int | None = None,
+        config: dict[str, Any] | None = None,
+        output_dir: str | Path = ".",
+        run_info: dict[str, Any] | None = None,
     ) -> None:
         self.frames, self.every, self.config = frames, every, config or {}
+        self.output_dir = Path(output_dir)
+        self.run_info = run_info if run_info is not None else {}
         self.collected: dict[str, list[tuple[int, np.ndarray]]] = {}
         self._every, self._last = 1, 0
 
@@ -58,7 +66,7 @@ class WandbJob(Callback):
         logger = self.logger(trainer)
         if logger is None:
             return
-        self._describe_run(logger, pl_module.run_info)
+        self._describe_run(logger, self.run_info)
         if trainer.is_global_zero and self.frames > 0:
             nfe = max(int(pl_module.method.nfe), 1)
             self._every = self.every or max(nfe // FRAMES_PER_IMAGE, 1)
@@ -100,7 +108,7 @@ class WandbJob(Callback):
 
     @rank_zero_only
     def _log_media(self, logger: WandbLogger, pl_module: L.LightningModule) -> None:
-        out = Path(pl_module.output_dir)
+        out = self.output_dir
         table = out / "per_image.csv"
         if table.is_file():
             columns, data = read_table(table)
@@ -113,7 +121,7 @@ class WandbJob(Callback):
             logger.log_image(f"frames/{name}", [f for _, f in frames], caption=captions)
         schedule = getattr(pl_module.method, "schedule", None)
         if isinstance(schedule, LambdaSchedule):
-            label = pl_module.run_info.get("schedule") or schedule.name
+            label = self.run_info.get("schedule") or schedule.name
             log_schedule_plot(logger, schedule, label)
 
 
@@ -149,7 +157,12 @@ def log_schedule_plot(logger: WandbLogger, schedule: LambdaSchedule, label: str)
         logger.log_image("lambda_schedule", [str(path)], caption=[caption])
 
 
-def wandb_callbacks(loggers: Sequence[Logger], config: dict[str, Any]) -> list[Callback]:
+def wandb_callbacks(
+    loggers: Sequence[Logger],
+    config: dict[str, Any],
+    output_dir: str | Path = ".",
+    run_info: dict[str, Any] | None = None,
+) -> list[Callback]:
     """A `WandbJob` when the job logs to W&B, set from its logger's options; else nothing."""
     logger = next((lg for lg in loggers if isinstance(lg, WandbLogger)), None)
     if logger is None:
@@ -159,5 +172,7 @@ def wandb_callbacks(loggers: Sequence[Logger], config: dict[str, Any]) -> list[C
             frames=getattr(logger, "log_frames", 4),
             every=getattr(logger, "frame_every", None),
             config=config,
+            output_dir=output_dir,
+            run_info=run_info,
         )
     ]

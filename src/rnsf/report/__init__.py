@@ -7,7 +7,8 @@ task × metric); `write_report` writes Markdown, CSV and LaTeX tables and a figu
 
 from rnsf.report.collect import collect, method_label
 from rnsf.report.figures import plot_metrics
-from rnsf.report.tables import paper_table, with_reference, write_report
+from rnsf.report.files import write_report
+from rnsf.report.tables import paper_table, with_reference
 
 __all__ = [
     "collect",

@@ -17,7 +17,7 @@ from pathlib import Path
 from rnsf.report.ablation import is_search, write_ablation
 from rnsf.report.collect import METRICS, collect
 from rnsf.report.figures import FIGURE_AXES
-from rnsf.report.tables import write_report
+from rnsf.report.files import write_report
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -9,7 +9,7 @@ import numpy as np
 
 from rnsf.schedules.lambdas import LambdaSchedule
 
-CONF_DIR = Path(__file__).resolve().parents[3] / "conf" / "schedule"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "schedule"  # rnsf.conf
 
 
 def load_schedule_configs(conf_dir: Path = CONF_DIR) -> dict[str, LambdaSchedule]:

@@ -9,7 +9,9 @@ from pathlib import Path
 from rnsf.utils import jobnames  # noqa: F401  (registers the job folder name resolver)
 from rnsf.utils.errors import UserError
 
-CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
+#: the package's configs: the subpackage rnsf.conf, which is the repository's top-level conf/
+#: (src/rnsf/conf links to it), installed or not
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def fail(message: str) -> None:
