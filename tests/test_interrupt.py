@@ -19,6 +19,7 @@ from test_resume import assert_same_results
 from rnsf.engine import interrupt, resume
 from rnsf.engine.interrupt import JobInterrupted, StopOnSignal
 from rnsf.engine.module import RestorationModule
+from rnsf.engine.writer import JobWriter
 from rnsf.methods.base import Method, StepInfo
 from rnsf.operators import BicubicSR, Task
 
@@ -82,11 +83,11 @@ def _trainer(*callbacks) -> L.Trainer:
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_cuts_the_batch_in_flight_short_and_keeps_finished_images(tmp_path, signum):
     method = Counting(at=(1, 2), signum=signum)
-    module = RestorationModule(None, method, Task("sr4", BicubicSR(4)), output_dir=tmp_path)
+    module = RestorationModule(None, method, Task("sr4", BicubicSR(4)))
     seen = []
     module.step_callback = lambda info: seen.append(info.index)  # a W&B-like user callback
     with interrupt.stop_on_signals(), pytest.raises(JobInterrupted) as stop:
-        _trainer().test(module, dataloaders=_loader())
+        _trainer(JobWriter(tmp_path)).test(module, dataloaders=_loader())
     assert stop.value.signum == signum and stop.value.exit_code == 128 + signum
     # the second batch stopped right after the step that saw the signal, not at its end
     assert method.steps_done == [(0, i) for i in range(6)] + [(1, 0), (1, 1), (1, 2), (1, 3)]
@@ -102,9 +103,9 @@ def test_signal_cuts_the_batch_in_flight_short_and_keeps_finished_images(tmp_pat
 
 def test_signal_before_the_final_merge_leaves_it_to_the_rerun(tmp_path):
     method = Counting(at=(2, 5))  # the last step of the last batch
-    module = RestorationModule(None, method, Task("sr4", BicubicSR(4)), output_dir=tmp_path)
+    module = RestorationModule(None, method, Task("sr4", BicubicSR(4)))
     with interrupt.stop_on_signals(), pytest.raises(JobInterrupted):
-        _trainer().test(module, dataloaders=_loader())
+        _trainer(JobWriter(tmp_path)).test(module, dataloaders=_loader())
     assert resume.finished_indices(tmp_path) == {0, 1, 2, 3, 4, 5}
     assert not (tmp_path / "metrics.json").exists()
 
