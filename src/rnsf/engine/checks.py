@@ -1,12 +1,15 @@
 """Up-front checks of a job (do the operator and the network take every image size of the
-dataset? the advice of each message follows the dataset's resize policy), and the note that
-tells a user what the built-in prior can do on their own images."""
+dataset? the advice of each message follows the dataset's resize policy; can the method restore
+this task: `Method.check`, and what will it use: `Method.describe`), and the note that tells a
+user what the built-in prior can do on their own images."""
 
 from __future__ import annotations
 
 import torch
 
+from rnsf.operators.base import LinearOperator
 from rnsf.utils.errors import UserError
+from rnsf.utils.random import image_generators
 
 
 def check_sizes(cfg, datamodule, task, denoiser, method=None, tiling=None) -> None:
@@ -126,3 +129,36 @@ def builtin_prior_note(summary: dict) -> str | None:
     if not summary.get("nfe"):
         return None
     return BUILTIN_PRIOR_NOTE
+
+
+# -- the method against the task ----------------------------------------------------------
+def job_operator(cfg, datamodule, task) -> LinearOperator:
+    """The task's operator as `restore` gets it for the job's first image: bound to its size
+    and its random draws (masks)."""
+    height, width = _x_size(cfg, task, *datamodule.dataset.first_size())
+    return task.operator.bind((1, 3, height, width), image_generators(cfg.seed, [0], "cpu"))
+
+
+def check_method(method, task, operator: LinearOperator) -> dict:
+    """What the method needs (`Method.check`: SVD, noise) against the job's operator and noise,
+    its error naming the task; returns what it will use (`Method.describe`)."""
+    try:
+        method.check(operator, task.sigma_model)
+    except UserError as err:
+        raise UserError(f"task {task.name}: {err}") from None
+    return method.describe(operator)
+
+
+def precheck(cfg) -> None:
+    """The method against the task, on a composed config before Hydra starts (nothing built
+    but the data listing, the task and the method), so that an incompatible pair stops the
+    command before any folder exists. Sizes are the engine's (`check_sizes`, with advice)."""
+    from hydra.utils import instantiate
+
+    datamodule, task, method = (instantiate(cfg[key]) for key in ("dataset", "task", "method"))
+    height, width = _x_size(cfg, task, *datamodule.dataset.first_size())
+    try:
+        task.operator.check_image_size(height, width)
+    except ValueError:
+        return  # the engine's size check says it, with the advice that fits the dataset
+    check_method(method, task, job_operator(cfg, datamodule, task))

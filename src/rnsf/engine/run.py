@@ -14,7 +14,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnsf.denoisers.memory import auto_batch_size
 from rnsf.engine import distributed, interrupt, lock, resume
-from rnsf.engine.checks import builtin_prior_note, check_batches, check_sizes
+from rnsf.engine.checks import (
+    builtin_prior_note,
+    check_batches,
+    check_method,
+    check_sizes,
+    job_operator,
+)
 from rnsf.engine.interrupt import signal_name
 from rnsf.engine.loggers import finish_wandb
 from rnsf.engine.module import RestorationModule
@@ -89,6 +95,7 @@ def run_locked(cfg: DictConfig, out: Path) -> dict:
     tiling = make_tiling(cfg, denoiser)
     check_sizes(cfg, datamodule, task, denoiser, method, tiling)
     check_batches(datamodule)
+    method_params = check_method(method, task, job_operator(cfg, datamodule, task))
     # metric weights are checked (and LPIPS loaded) here, before any image is restored
     metrics = MetricSuite.from_config(cfg.metrics, mode=cfg.mode, save_images=cfg.save_images)
 
@@ -101,7 +108,7 @@ def run_locked(cfg: DictConfig, out: Path) -> dict:
 
     if rank_zero_only.rank == 0:
         resume.write_config(out, cfg)
-    info = run_info(cfg, choices, datamodule, task, method)
+    info = run_info(cfg, choices, datamodule, task, method, method_params)
     info["tiling"] = tiling.describe() if tiling is not None else None
     restorer = Tiled(method, tiling) if tiling is not None else method
     module = RestorationModule(denoiser, restorer, task, seed=cfg.seed, metrics=metrics)
@@ -182,7 +189,7 @@ def make_tiling(cfg, denoiser) -> MaskShift | None:
     return instantiate(cfg.tiling).resolve(denoiser)
 
 
-def run_info(cfg, choices, datamodule, task, method) -> dict:
+def run_info(cfg, choices, datamodule, task, method, method_params: dict) -> dict:
     schedule = None
     if isinstance(method, RNSF):
         schedule = choices.get("schedule") or method.schedule.name
@@ -197,8 +204,8 @@ def run_info(cfg, choices, datamodule, task, method) -> dict:
         "mode": cfg.mode,
         "nfe": method.nfe,
         "steps": method.steps,
-        "eta": getattr(method, "eta", None),
-        "method_params": method.hyperparameters(),
+        "eta": method_params.get("eta"),
+        "method_params": method_params,  # as the method uses them on this task (describe)
         "seed": cfg.seed,
         "git_sha": git_sha(),
         "overrides": job_overrides(),

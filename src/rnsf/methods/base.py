@@ -10,6 +10,7 @@ import torch
 
 from rnsf.denoisers.base import Denoiser
 from rnsf.operators.base import LinearOperator
+from rnsf.utils.errors import UserError
 from rnsf.utils.schema import Int
 
 
@@ -32,6 +33,10 @@ class Method:
 
     `sigma_y` is the measurement noise in the [-1, 1] units of y (`Task.sigma_model`);
     `generators` holds one torch.Generator per image of the batch.
+
+    Before a job writes anything, the engine asks the method what it needs (`check`, from the
+    class attributes below) and what it will use (`describe`, recorded in metrics.json), with
+    the operator as `restore` will get it (bound to the job's image size).
     """
 
     name: str = "method"
@@ -41,6 +46,39 @@ class Method:
     supports_known: bool = False
     #: whether `restore` differentiates through the network (memory per image, batch size)
     needs_grad: bool = False
+    #: the method works in the operator's spectral coordinates (V, Vᵀ, U, Uᵀ, singular values)
+    needs_svd: bool = False
+    #: with measurement noise (σ_y > 0) the method needs the operator's SVD
+    needs_svd_with_noise: bool = False
+    #: the method models measurement noise; False: it refuses σ_y > 0
+    supports_noise: bool = True
+
+    def check(self, operator: LinearOperator, sigma_y: float = 0.0) -> None:
+        """Raise a one-line `UserError` when this method cannot restore measurements of
+        `operator` with noise `sigma_y` ([-1, 1] units); `restore` would fail or be wrong."""
+        kind = type(operator).__name__
+        svd = getattr(operator, "has_svd", False)
+        if self.needs_svd and not svd:
+            raise UserError(
+                f"method {self.name} needs an operator with an SVD (V, Vt, U, Ut, singulars), "
+                f"and the task's {kind} has none: pick another method (ddnm, rnsf, dps, ssd, "
+                "pinv) or a task whose operator has an SVD"
+            )
+        if sigma_y > 0 and not self.supports_noise:
+            raise UserError(
+                f"method {self.name} does not model measurement noise: use task.sigma=0 or a "
+                "method that does (ddnm, rnsf, ddrm, dps, ssd_plus)"
+            )
+        if sigma_y > 0 and self.needs_svd_with_noise and not svd:
+            raise UserError(
+                f"method {self.name} with task.sigma > 0 needs an operator with an SVD, and the "
+                f"task's {kind} has none: use task.sigma=0, or method=dps or ssd_plus"
+            )
+
+    def describe(self, operator: LinearOperator) -> dict:
+        """The settings this method will use on `operator`, per-task defaults resolved (for
+        metrics.json); by default its `hyperparameters()`."""
+        return self.hyperparameters()
 
     @property
     def nfe(self) -> int:

@@ -33,6 +33,7 @@ class DDNM(Method):
     name: str = field(default="ddnm", init=False)
     #: honours the overlap constraint of tiled restoration (`rnsf.methods.constraint`)
     supports_known = True
+    needs_svd_with_noise = True  # DDNM+'s per-singular-value weights
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.eta <= 1.0:

@@ -49,6 +49,7 @@ class DDRM(Method):
     eta: float = 0.85
     eta_b: float = 1.0
     name: str = field(default="ddrm", init=False)
+    needs_svd = True  # the sampler works in the operator's spectral coordinates
 
     def __post_init__(self) -> None:
         for key, value in (("eta", self.eta), ("eta_b", self.eta_b)):

@@ -63,6 +63,10 @@ class DPS(Method):
     def nfe(self) -> int:
         return self.steps
 
+    def describe(self, operator) -> dict:
+        """The hyperparameters with ζ as this operator gets it."""
+        return {**self.hyperparameters(), "scale": self.step_size(operator)}
+
     def step_size(self, operator) -> float:
         if self.scale is not None:
             return float(self.scale)

@@ -72,6 +72,11 @@ class SSD(Method):
         eta = self.noise_eta if self.noise_eta is not None else (0.8 if colour else 0.4)
         return t0, eta
 
+    def describe(self, operator) -> dict:
+        """The hyperparameters with t₀ and the inversion η as this operator gets them."""
+        t0, eta = self.settings(operator)
+        return {**self.hyperparameters(), "insert_step": t0, "noise_eta": eta}
+
     def project_at(self, index: int, t0: int) -> bool:
         """SSD projects at every generation step; SSD+ at the first ⌊(t₀ − stop)/t₀ · B⌋."""
         if self.consistency_until is None:

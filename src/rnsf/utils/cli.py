@@ -77,9 +77,47 @@ def user_message(err: Exception) -> str:
     return last
 
 
-def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
-    folder = conf_dir / group
-    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+def group_options(group: str, conf_dir: Path = CONF_DIR, extra: list[Path] = ()) -> list[str]:
+    """The options of a config group: the package's and those in the `extra` config folders
+    (the command line's `hydra.searchpath`)."""
+    names = set()
+    for root in (conf_dir, *extra):
+        folder = Path(root) / group
+        if folder.is_dir():
+            names.update(p.stem for p in folder.glob("*.yaml"))
+    return sorted(names)
+
+
+def searchpath_overrides(argv: list[str]) -> list[str]:
+    """The command line's `hydra.searchpath=[...]` (config folders of the user's own), which
+    every compose of the checks below needs too."""
+    return [a for a in argv if a.startswith(("hydra.searchpath=", "+hydra.searchpath="))]
+
+
+def search_dirs(argv: list[str]) -> list[Path]:
+    """The folders that `hydra.searchpath` adds (`file://DIR`, relative to the current folder,
+    or `pkg://package`)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    dirs = []
+    for line in searchpath_overrides(argv):
+        (override,) = OverridesParser.create().parse_overrides([line])
+        value = override.value()
+        for entry in value if isinstance(value, list) else [value]:
+            entry = str(entry)
+            if entry.startswith("file://"):
+                dirs.append(Path(entry[len("file://") :]))
+            elif entry.startswith("pkg://"):
+                import importlib.resources
+
+                package = entry[len("pkg://") :].replace("/", ".")
+                try:
+                    dirs.append(Path(str(importlib.resources.files(package))))
+                except ModuleNotFoundError:
+                    fail(f"hydra.searchpath names pkg://{package}, which does not import")
+            else:
+                dirs.append(Path(entry))
+    return dirs
 
 
 def validate_overrides(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
@@ -97,9 +135,10 @@ def validate_overrides(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
     except HydraException as err:
         fail(f"cannot parse the overrides {overrides}: {str(err).splitlines()[0]}")
     multirun = any(a in ("-m", "--multirun") for a in argv)
+    extra = search_dirs(argv)
     for override in parsed:
         group = override.key_or_group.lstrip("+~")
-        options = group_options(group, conf_dir)
+        options = group_options(group, conf_dir, extra)
         if not options or override.is_delete():
             continue
         values = (
@@ -117,7 +156,7 @@ def validate_overrides(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
 
     try:
         with initialize_config_dir(str(conf_dir), version_base="1.3"):
-            cfg = compose("config", overrides=overrides, return_hydra_config=False)
+            cfg = compose("config", overrides=[*overrides, *searchpath_overrides(argv)])
             _check_missing(cfg)
     except (HydraException, OmegaConfBaseException) as err:
         fail(str(err).strip().splitlines()[0])
@@ -126,13 +165,25 @@ def validate_overrides(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
 
 
 def check_values(cfg) -> None:
-    """Types and ranges of the composed config's knobs (`rnsf.utils.schema`), one line each."""
+    """Types and ranges of the composed config's knobs (`rnsf.utils.schema`), one line each;
+    then the method against the task (`rnsf.engine.checks.precheck`)."""
+    from hydra.errors import InstantiationException
+
+    from rnsf.engine.checks import precheck
     from rnsf.utils.schema import check_config
 
     try:
         check_config(cfg)
+        precheck(cfg)
     except UserError as err:
         fail(str(err))
+    except InstantiationException as err:  # a constructor's ValueError names the bad value
+        cause = err.__cause__
+        while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        if not isinstance(cause, UserError | ValueError):
+            raise
+        fail(str(cause))
 
 
 def _app_overrides(argv: list[str]) -> list[str]:
@@ -214,7 +265,7 @@ def check_sweep(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
         jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
         with initialize_config_dir(str(conf_dir), version_base="1.3"):
             for job in jobs:
-                cfg = compose("config", overrides=list(job), return_hydra_config=False)
+                cfg = compose("config", overrides=[*job, *searchpath_overrides(argv)])
                 _check_missing(cfg)
                 check_values(cfg)
     except (HydraException, OmegaConfBaseException) as err:
