@@ -270,3 +270,12 @@ def test_ddnm_plus_tiles_with_noisy_measurements():
     for (mask, values), window_out in method.calls[1:]:
         mask = mask.expand_as(window_out)
         assert torch.equal(window_out[mask], values[mask])
+
+
+def test_odd_sizes_tile_pointwise_operators():
+    # 75x123: windows of 64 at stride 32, the last ones aligned to the odd edges (2 x 3)
+    x = smooth_image(11, 80, 128)[..., :75, :123]
+    assert len(plan(75, 123, 64, 32)) == 2 * 3
+    for op in (Colorization(), BoxInpainting(0.3)):
+        out, bound, y = tiled(DDNM(steps=4), op, x, GaussianPrior(0.0, 0.5))
+        assert out.shape == x.shape and rms_01(bound.A(out) - y) < 1e-6
