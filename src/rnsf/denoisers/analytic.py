@@ -20,7 +20,7 @@ class GaussianPrior(Denoiser):
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        abar = self._abar[t + 1].view(-1, 1, 1, 1).to(x.dtype)
+        abar = self.alphas_cumprod(device=x.device)[t + 1].view(-1, 1, 1, 1).to(x.dtype)
         var = self.std**2
         x0 = self.mean + abar.sqrt() * var * (x - abar.sqrt() * self.mean) / (abar * var + 1 - abar)
         return (x - abar.sqrt() * x0) / (1 - abar).sqrt()
@@ -36,7 +36,7 @@ class FiniteSetPrior(Denoiser):
         self.register_buffer("images", images.float())
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        abar = self._abar[t + 1].view(-1, 1).double()
+        abar = self.alphas_cumprod(device=x.device)[t + 1].view(-1, 1).double()
         flat = x.flatten(1).double()
         data = self.images.flatten(1).double()
         dist2 = ((flat[:, None] - abar.sqrt()[:, :, None] * data[None]) ** 2).sum(-1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rnsf.diffusion import NUM_TIMESTEPS, alphas_cumprod_with_start, linear_betas
+from rnsf.diffusion import NUM_TIMESTEPS, alphas_cumprod, linear_betas, sqrt32
 
 
 class Denoiser(nn.Module):
@@ -13,29 +13,108 @@ class Denoiser(nn.Module):
 
     Subclasses implement `forward(x_t, t) -> ε` for images in [-1, 1] and integer timesteps
     t ∈ [0, T-1] of shape (B,). Networks that also predict a variance (6 output channels) return
-    only the first 3 channels from `eps`.
+    only the first 3 channels from `eps`; `eps_and_variance` returns both halves.
+
+    The public pieces every sampler uses: `alphas_cumprod(dtype, device)` (the ᾱ table at the
+    precision a method asks for), `x0_from_eps` (x̂₀ from ε, in that precision's arithmetic) and
+    `eps_and_variance` (ε and the learned-variance channels).
     """
 
     #: spatial sizes must be a multiple of this (e.g. 2**levels for a UNet)
     size_multiple: int = 1
     #: sizes the network was trained for; None when any multiple of `size_multiple` works
     native_size: int | None = None
+    #: number of classes of a class-conditional network (None: unconditional)
+    num_classes: int | None = None
 
     def __init__(self, num_timesteps: int = NUM_TIMESTEPS) -> None:
         super().__init__()
         self.num_timesteps = num_timesteps
-        abar = alphas_cumprod_with_start(linear_betas(num_timesteps))
-        self.register_buffer("_abar", abar, persistent=False)
+        # built once per (dtype, device) on first use and kept there; outside the module's
+        # state, so that casting the network (`.half()`) never touches a table
+        self.__dict__["_tables"] = {}
+
+    # -- the ᾱ tables ---------------------------------------------------------------------
+    def _table(self, key: str, dtype: torch.dtype, device, build) -> torch.Tensor:
+        device = torch.device(device) if device is not None else self._device()
+        full = (key, dtype, device)
+        if full not in self._tables:
+            self._tables[full] = build().to(device)
+        return self._tables[full]
+
+    def _device(self) -> torch.device:
+        for tensor in (*self.parameters(), *self.buffers()):
+            return tensor.device
+        return torch.device("cpu")
+
+    def alphas_cumprod(
+        self, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+    ) -> torch.Tensor:
+        """ᾱ_t at index t + 1 for t = -1 … T-1 (ᾱ_{-1} = 1), on `device` (default: the model's).
+
+        float32: DDNM/DDRM's `compute_alpha`; float64: guided-diffusion's NumPy tables (DPS,
+        SSD). Built once per dtype and device."""
+        return self._table(
+            "abar",
+            dtype,
+            device,
+            lambda: alphas_cumprod(linear_betas(self.num_timesteps), dtype),
+        )
 
     def alpha_bar(self, t: int) -> torch.Tensor:
-        """ᾱ_t as a 0-d tensor on the model's device; t = -1 gives 1."""
-        return self._abar[t + 1]
+        """ᾱ_t (float32) as a 0-d tensor on the model's device; t = -1 gives 1."""
+        return self.alphas_cumprod()[t + 1]
+
+    def _x0_coefficients(self, dtype: torch.dtype, device) -> torch.Tensor:
+        """(2, T+1) float32: the two per-timestep factors of `x0_from_eps`."""
+
+        def build() -> torch.Tensor:
+            abar = self.alphas_cumprod(dtype, "cpu")
+            if dtype == torch.float32:  # √ᾱ and √(1 − ᾱ), float32 roots of float32 values
+                return torch.stack([sqrt32(abar), sqrt32(1 - abar)])
+            # guided-diffusion: √(1/ᾱ) and √(1/ᾱ − 1) in float64, cast to float32 at use
+            return torch.stack([(1 / abar).sqrt(), (1 / abar - 1).sqrt()]).float()
+
+        return self._table("x0", dtype, device, build)
+
+    def x0_from_eps(
+        self, x: torch.Tensor, eps: torch.Tensor, t: int, dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
+        """x̂₀ = (x_t − √(1−ᾱ_t) ε) / √ᾱ_t, not clamped, in the arithmetic of the table a method
+        asks for: float32 as DDNM/DDRM (`(x − ε·√(1−ᾱ)) / √ᾱ` on float32 ᾱ), float64 as
+        guided-diffusion's `_predict_xstart_from_eps` (√(1/ᾱ)·x − √(1/ᾱ−1)·ε with the factors
+        computed in float64). The factors are device tables: no host sync per step."""
+        c = self._x0_coefficients(dtype, x.device)[:, t + 1]
+        if dtype == torch.float32:
+            return (x - eps * c[1]) / c[0]
+        return c[0] * x - c[1] * eps
+
+    # -- the network ----------------------------------------------------------------------
+    def eps_and_variance(self, x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(ε̂, v) for a batch at one shared timestep t: v holds the learned-variance channels
+        (guided-diffusion's `learn_sigma` output, in [-1, 1] between log β̃_t and log β_t), or
+        None for a network that predicts ε only."""
+        tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+        out = self(x, tt)
+        channels = x.shape[1]
+        if out.shape[1] == 2 * channels:
+            return out[:, :channels], out[:, channels:]
+        return out, None
 
     def eps(self, x: torch.Tensor, t: int) -> torch.Tensor:
         """ε̂(x_t, t) for a batch at one shared timestep t."""
-        tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-        out = self(x, tt)
-        return out[:, : x.shape[1]] if out.shape[1] != x.shape[1] else out
+        return self.eps_and_variance(x, t)[0]
+
+    # -- class labels and classifier guidance ---------------------------------------------
+    def bind(self, labels: torch.Tensor | None) -> Denoiser:
+        """The denoiser for one batch whose images have the ImageNet classes `labels` (B,), -1
+        where unknown; an unconditional denoiser without a classifier ignores them."""
+        return self
+
+    def classifier_gradient(self, x: torch.Tensor, t: int) -> torch.Tensor | None:
+        """s ∇ₓ log p(c | x_t, t) for the bound classes c and the classifier scale s, or None
+        when there is no classifier guidance (the default)."""
+        return None
 
     def describe(self, device: torch.device | None = None) -> dict:
         """How the network runs, for metrics.json: precision, compile mode, compile seconds."""

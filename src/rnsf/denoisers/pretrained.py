@@ -150,7 +150,7 @@ class PretrainedDenoiser(Denoiser):
     def describe(self, device: torch.device | None = None) -> dict:
         """What metrics.json records: the precision and compile mode in effect on `device`
         (default: the model's), and the first compiled call's seconds once it has run."""
-        device = device or self._abar.device
+        device = device or self._device()
         dtype = self.autocast_dtype(device)
         names = {v: k for k, v in PRECISIONS.items()}
         compiled = resolve_compile(self.compile, device)

@@ -3,7 +3,11 @@
 The loop follows the RNSF paper's Algorithm 1 line by line; λ ≡ 1 is DDNM
 (official `functions/svd_ddnm.py::ddnm_diffusion`, SVD path, L19-78), and with σ_y > 0 the data
 step uses DDNM+'s per-singular-value weights and noise split (`ddnm_plus_diffusion`, L80-164),
-applying Vᵀ to ε where upstream omits it (specs D4).
+applying Vᵀ to z and ε where upstream omits it (specs D4). DDNM+ weighs with each operator's
+`ddnm_plus_singulars`: the upstream deblurring operators' unthresholded `_singulars_orig`, the
+operator's own singular values otherwise. ᾱ is DDNM's float32 table (`compute_alpha`).
+With a classifier (`model=adm_imagenet256_cond`), ε is guided as `ddnm_diffusion` does with
+`cls_fn` (L46-52): ε ← ε − √(1−ᾱ_t) s ∇ log p(c | x_t), at x_t, for each image's class c.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rnsf.diffusion import NUM_TIMESTEPS, time_travel_pairs
+from rnsf.diffusion import NUM_TIMESTEPS, sqrt32, time_travel_pairs
 from rnsf.methods.base import Method, StepInfo
 from rnsf.operators.base import SVDOperator
 from rnsf.schedules.lambdas import ConstantSchedule, LambdaSchedule
@@ -54,7 +58,9 @@ class DDNM(Method):
                 f"{self.name} with task.sigma > 0 needs an operator with an SVD, and "
                 f"{type(operator).__name__} has none; use task.sigma=0"
             )
-        abar = denoiser._abar.tolist()  # one host copy of ᾱ before the loop; abar[t + 1] = ᾱ_t
+        # DDNM's float32 ᾱ (compute_alpha), one host copy before the loop: abar[t + 1] = ᾱ_t
+        abar32 = denoiser.alphas_cumprod(torch.float32, "cpu")
+        abar, root_1m = abar32.tolist(), sqrt32(1 - abar32).tolist()
         eta, eta_c = self.eta, math.sqrt(1.0 - self.eta**2)
         x_shape = operator.x_shape(y.shape)
 
@@ -65,13 +71,16 @@ class DDNM(Method):
         x0 = None
         nfe = 0
         for t, t_next in self.pairs:
-            a_t, a_next = abar[t + 1], abar[t_next + 1]
+            a_next = abar[t_next + 1]
             if t_next > t:  # time travel: re-noise the latest x̂₀ up to level t_next (upstream D5)
                 x = math.sqrt(a_next) * x0 + math.sqrt(1 - a_next) * noise()
                 continue
             # Algorithm 1: ε = ε_θ(x_t, t);  x̂₀|t = (x_t − √(1−ᾱ_t) ε) / √ᾱ_t
             eps = denoiser.eps(x, t)
-            x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
+            guide = denoiser.classifier_gradient(x, t)  # s ∇ log p(c | x_t), or None
+            if guide is not None:  # classifier guidance: ε − √(1−ᾱ_t) s ∇ log p(c | x_t)
+                eps = eps - root_1m[t + 1] * guide
+            x0 = denoiser.x0_from_eps(x, eps, t)
             # Theorem 3.1: x̃₀ = λ_t [A†y + (I − A†A) x̂₀] + (1 − λ_t) x̂₀ = x̂₀ − λ_t A†(A x̂₀ − y)
             lam = self.fusion_weight(t / NUM_TIMESTEPS)
             sigma_t, a = math.sqrt(1 - a_next), math.sqrt(a_next)
@@ -99,19 +108,27 @@ class DDNM(Method):
         return x
 
     def _ddnm_plus_weight(self, op, like, a, sigma_t, sigma_y):
-        """λ_k = s_k σ_t √(1−η²) / (a σ_y) where σ_t < a σ_y / s_k, else 1 (`Lambda`)."""
-        s = op.singulars(like)
-        noisy = (s > 0) & (s * sigma_t < a * sigma_y)
-        return torch.where(noisy, s * sigma_t * math.sqrt(1 - self.eta**2) / (a * sigma_y), 1.0)
+        """λ_k = s_k σ_t √(1−η²) / a / σ_y where σ_t < a σ_y / s_k, else 1 (`Lambda`)."""
+        s = op.ddnm_plus_singulars(like)
+        inv = torch.where(s > 0, 1 / torch.where(s > 0, s, 1), 0)
+        noisy = sigma_t < a * sigma_y * inv
+        return torch.where(noisy, s * sigma_t * math.sqrt(1 - self.eta**2) / a / sigma_y, 1.0)
 
     def _ddnm_plus_noise(self, op, z, eps, a, sigma_t, sigma_y):
-        """V(d₁ ⊙ Vᵀz + d₂ ⊙ Vᵀε) with DDNM+'s split (`Lambda_noise`), Vᵀ applied to ε."""
-        s = op.singulars(z)
-        in_range = s > 0
-        noisy = in_range & (s * sigma_t < a * sigma_y)
-        budget = (sigma_t**2 - (a * sigma_y / torch.where(in_range, s, 1.0)) ** 2).clamp_min(0)
-        d1 = torch.where(in_range & ~noisy, budget.sqrt(), sigma_t * self.eta)
-        d2 = torch.where(in_range, 0.0, sigma_t * math.sqrt(1 - self.eta**2))
+        """V(d₁ ⊙ Vᵀz + d₂ ⊙ Vᵀε) with DDNM+'s split (`Lambda_noise`), Vᵀ applied to z and ε:
+        d₁ = σ_t η, d₂ = 0 where σ_t < a σ_y / s_k; d₁ = √(σ_t² − a² σ_y² / s_k²), d₂ = 0 where
+        σ_t > a σ_y / s_k; d₁ = σ_t η, d₂ = σ_t √(1−η²) where s_k = 0 (and at equality)."""
+        s = op.ddnm_plus_singulars(z)
+        inv = torch.where(s > 0, 1 / torch.where(s > 0, s, 1), 0)
+        bound = a * sigma_y * inv
+        less, more, null = sigma_t < bound, sigma_t > bound, s == 0
+        d1 = torch.full_like(s, sigma_t * self.eta)
+        d2 = torch.full_like(s, sigma_t * math.sqrt(1 - self.eta**2))
+        d2 = torch.where(less | more, 0.0, d2)
+        budget = (sigma_t**2 - a**2 * sigma_y**2 * inv**2).clamp_min(0)
+        d1 = torch.where(more, budget.sqrt(), d1)
+        d1 = torch.where(null, sigma_t * self.eta, d1)
+        d2 = torch.where(null, sigma_t * math.sqrt(1 - self.eta**2), d2)
         return op.V(d1 * op.Vt(z) + d2 * op.Vt(eps))
 
 

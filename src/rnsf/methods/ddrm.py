@@ -10,6 +10,11 @@ one of three rules:
 - noisier than y (s σ' > σ_y):       x̄' = η_b ȳ + (1−η_b) x̄₀ + √(σ'² − η_b² σ_y² / s²) z
 
 The output is x̂₀ at t = 0 with no final projection, as upstream (specs D2).
+
+With a class-conditional network and a classifier (`model=adm_imagenet256_cond`), ε is guided as
+in DDRM's `efficient_generalized_steps` with `cls_fn`: ε ← ε − √(1−ᾱ_t) s ∇ log p(c | x_t), s the
+classifier scale and c each image's class; the gradient is taken at x_t (upstream passes the
+initial x, specs D6).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rnsf.diffusion import NUM_TIMESTEPS
+from rnsf.diffusion import NUM_TIMESTEPS, sqrt32
 from rnsf.methods.base import Method, StepInfo
 from rnsf.operators.base import SVDOperator
 from rnsf.utils.errors import UserError
@@ -67,7 +72,9 @@ class DDRM(Method):
                 f"ddrm needs an operator with an SVD (V, Vt, U, Ut, singulars); "
                 f"{type(operator).__name__} has none: pick another method or give it an SVD"
             )
-        abar = denoiser._abar.tolist()
+        # DDRM's float32 ᾱ (compute_alpha), one host copy before the loop: abar[t + 1] = ᾱ_t
+        abar32 = denoiser.alphas_cumprod(torch.float32, "cpu")
+        abar, root_1m = abar32.tolist(), sqrt32(1 - abar32).tolist()
         eta, eta_b, sy = self.eta, self.eta_b, float(sigma_y)
         x_shape = operator.x_shape(y.shape)
 
@@ -96,9 +103,12 @@ class DDRM(Method):
         for i, (t, t_next) in enumerate(
             zip(reversed(self.timesteps), reversed(seq_next), strict=True)
         ):
-            a_t, a_next = abar[t + 1], abar[t_next + 1]
+            a_next = abar[t_next + 1]
             eps = denoiser.eps(x, t)
-            x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
+            guide = denoiser.classifier_gradient(x, t)  # s ∇ log p(c | x_t), or None
+            if guide is not None:  # classifier guidance: ε − √(1−ᾱ_t) s ∇ log p(c | x_t)
+                eps = eps - root_1m[t + 1] * guide
+            x0 = denoiser.x0_from_eps(x, eps, t)
             sig_next = sigma(t_next)
             x0_bar, eps_bar, z = operator.Vt(x0), operator.Vt(eps), noise()
 

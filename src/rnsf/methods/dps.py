@@ -12,20 +12,47 @@ guided-diffusion's `timestep_respacing` (`rnsf.methods.respace`): the chain visi
 timesteps τ (999 … 0) with betas recomputed from ᾱ of the kept steps, β̂ = 1 − ᾱ_τ / ᾱ_τ', and
 the posterior and its variance of that shorter chain. `metrics.json` records it under
 `method_params.protocol`; the paper's DPS numbers are 1000-step numbers.
+
+Arithmetic as upstream: guided-diffusion's float64 tables (ᾱ, the posterior mean coefficients and
+log-variances, log β), cast to float32 where used (`extract_and_expand`). They are built once per
+device, and stay there (`posterior_tables`).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
 
-from rnsf.diffusion import NUM_TIMESTEPS, linear_betas
+from rnsf.diffusion import NUM_TIMESTEPS, spaced_diffusion
 from rnsf.methods.base import Method, StepInfo
-from rnsf.methods.respace import respaced_betas, space_timesteps
+from rnsf.methods.respace import space_timesteps
 from rnsf.operators.inpainting import Inpainting
 from rnsf.utils.random import randn
+
+
+def posterior_tables(abar: torch.Tensor, timesteps: list[int]) -> torch.Tensor:
+    """(4, K) float32 for the chain over the K kept `timesteps` (all T: the paper's), from the
+    float64 ᾱ table (entry t + 1 = ᾱ_t): the posterior mean coefficients
+    c₁ = β_k √ᾱ_{k−1}/(1 − ᾱ_k) and c₂ = (1 − ᾱ_{k−1}) √(1 − β_k)/(1 − ᾱ_k), the clipped
+    posterior log-variance log β̃_k (β̃_0 replaced by β̃_1) and log β_k; computed in float64 as
+    guided-diffusion's `GaussianDiffusion.__init__` with the betas of its `SpacedDiffusion`, then
+    cast."""
+    beta, a = spaced_diffusion(abar, timesteps)
+    a_prev = torch.cat([a.new_ones(1), a[:-1]])
+    posterior_var = beta * (1.0 - a_prev) / (1.0 - a)
+    if len(timesteps) > 1:
+        log_clipped = torch.cat([posterior_var[1:2], posterior_var[1:]]).log()
+    else:  # a one-step chain only takes the mean: its variance is never used
+        log_clipped = torch.zeros_like(posterior_var)
+    return torch.stack(
+        [
+            beta * a_prev.sqrt() / (1.0 - a),
+            (1.0 - a_prev) * (1.0 - beta).sqrt() / (1.0 - a),
+            log_clipped,
+            beta.log(),
+        ]
+    ).float()
 
 
 @dataclass(kw_only=True)
@@ -72,21 +99,19 @@ class DPS(Method):
             return float(self.scale)
         return self.scale_inpainting if isinstance(operator, Inpainting) else self.scale_default
 
+    def tables(self, denoiser, timesteps: list[int], device) -> torch.Tensor:
+        """`posterior_tables` of the denoiser's float64 ᾱ on `device`, built once per device."""
+        cache = self.__dict__.setdefault("_tables", {})
+        key = (tuple(timesteps), torch.device(device))
+        if key not in cache:
+            abar = denoiser.alphas_cumprod(torch.float64, "cpu")
+            cache[key] = posterior_tables(abar, timesteps).to(device)
+        return cache[key]
+
     def restore(self, y, operator, denoiser, generators, *, sigma_y=0.0, callback=None):
         zeta = self.step_size(operator)
         taus = space_timesteps(denoiser.num_timesteps, self.steps)  # all T: the paper's chain
-        abar_all = denoiser._abar.tolist()
-        # the chain over the kept steps: ᾱ_k = ᾱ_{τ_k} and β_k = 1 − ᾱ_{τ_k} / ᾱ_{τ_{k−1}}, from
-        # float64 ᾱ as upstream's NumPy tables (with every step kept: the original betas up to
-        # float64 round-off)
-        abar64 = torch.cumprod(1 - linear_betas(denoiser.num_timesteps), 0).tolist()
-        beta = respaced_betas(abar64, taus)
-        abar = [1.0] + [abar_all[t + 1] for t in taus]
-        # posterior variance β̃_k = β_k (1 − ᾱ_{k−1}) / (1 − ᾱ_k), log clipped at k = 0
-        post_var = [beta[k] * (1 - abar[k]) / (1 - abar[k + 1]) for k in range(len(taus))]
-        # (a one-step chain only takes the mean: its variance is never used)
-        log_post = [math.log(post_var[1]) if len(taus) > 1 else 0.0]
-        log_post += [math.log(v) for v in post_var[1:]]
+        coef1, coef2, min_log, max_log = self.tables(denoiser, taus, y.device)
         x_shape = operator.x_shape(y.shape)
 
         with torch.inference_mode(False), torch.enable_grad():
@@ -94,22 +119,16 @@ class DPS(Method):
             x = randn(x_shape[1:], generators, y.device, y.dtype)
             for i, k in enumerate(reversed(range(len(taus)))):
                 t = taus[k]  # the network sees the original timestep
-                a_t, a_prev = abar[k + 1], abar[k]
                 x = x.detach().requires_grad_(True)
-                tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-                out = denoiser(x, tt)
-                eps = out[:, : x.shape[1]]
-                x0 = ((x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)).clamp(-1, 1)
+                eps, var_values = denoiser.eps_and_variance(x, t)
+                x0 = denoiser.x0_from_eps(x, eps, t, torch.float64).clamp(-1, 1)
                 # the DDPM posterior q(x_{t-1} | x_t, x̂₀)
-                c1 = beta[k] * math.sqrt(a_prev) / (1 - a_t)
-                c2 = (1 - a_prev) * math.sqrt(1 - beta[k]) / (1 - a_t)
-                mean = c1 * x0 + c2 * x
-                if out.shape[1] == 2 * x.shape[1]:  # learned_range
-                    frac = (out[:, x.shape[1] :] + 1) / 2
-                    log_var = frac * math.log(beta[k]) + (1 - frac) * log_post[k]
-                    std = torch.exp(0.5 * log_var)
+                mean = coef1[k] * x0 + coef2[k] * x
+                if var_values is not None:  # learned_range
+                    frac = (var_values + 1.0) / 2.0
+                    std = torch.exp(0.5 * (frac * max_log[k] + (1 - frac) * min_log[k]))
                 else:  # fixed_small
-                    std = math.exp(0.5 * log_post[k])
+                    std = torch.exp(0.5 * min_log[k])
                 z = randn(x_shape[1:], generators, y.device, y.dtype)
                 x_next = mean + std * z if k > 0 else mean
                 # measurement step: ∇_{x_t} Σ_b ‖y_b − A x̂₀,b‖ (per-image norms)

@@ -8,17 +8,25 @@ code (GongyeLiu/SSD `trainer/trainer.py` L255-420, `trainer/sampler.py` L34-39, 
    x_prev = √ᾱ_prev x̂₀ + √(1−η²) √(1−ᾱ_prev) ε + η √(1−ᾱ_prev) z. SSD+ stops projecting once
    t falls below `stop_consistency_t`.
 
-Both chains run on timesteps round(k (t₀ − 1) / (N − 1)), k = 0 … N − 1 (`create_space_timesteps`).
-The inversion calls the network F − 1 times, the generation B times: SSD-100 (F/B = 15/85) makes
-99 calls, SSD-30 (5/25) 29.
+Both chains run on the timesteps of `create_space_timesteps` (`guided_diffusion/script_util.py`
+L158-177), which accumulates the float stride (t₀ − 1)/(N − 1) and rounds each partial sum. The
+inversion calls the network F − 1 times, the generation B times: SSD-100 (F/B = 15/85) makes 99
+calls, SSD-30 (5/25) 29.
+
+Arithmetic as upstream: ᾱ and every coefficient come from guided-diffusion's float64 tables of the
+two respaced chains, cast to float32 where used (`_extract_into_tensor`), and the few square roots
+upstream takes of an extracted ᾱ are float32 ones. The coefficients are built once per device and
+chain, and stay there.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass, field
 
+import torch
+
+from rnsf.diffusion import spaced_diffusion, sqrt32
 from rnsf.methods.base import Method, StepInfo
 from rnsf.operators.colorization import Colorization
 from rnsf.utils.random import randn
@@ -28,10 +36,43 @@ STEP_PRESETS = {100: (15, 85), 30: (5, 25)}
 
 
 def spaced_timesteps(t0: int, count: int) -> list[int]:
-    """round(k (t₀ − 1) / (count − 1)) for k = 0 … count − 1 (Python's round, as upstream)."""
+    """`create_space_timesteps`: round(c_k) for c_0 = 0, c_{k+1} = c_k + (t₀ − 1)/(count − 1),
+    k = 0 … count − 1 (Python's round). The accumulated float sum rounds some halves the other
+    way than round(k (t₀ − 1)/(count − 1)) would: 457, not 458, at index 70 for t₀ = 550 and 85
+    steps."""
     if count < 2:
         raise ValueError(f"SSD needs at least 2 timesteps per chain, got {count}")
-    return [round(k * (t0 - 1) / (count - 1)) for k in range(count)]
+    if count > t0:
+        raise ValueError(f"SSD cannot space {count} timesteps over t0={t0}: use fewer steps")
+    stride, cur, steps = (t0 - 1) / (count - 1), 0.0, []
+    for _ in range(count):
+        steps.append(round(cur))
+        cur += stride
+    return steps
+
+
+def inversion_coefficients(abar: torch.Tensor, taus: list[int], eta: float) -> torch.Tensor:
+    """(3, F − 1) float32 for the DA inversion from τ_i to τ_{i+1}: √ᾱ_{i+1} (a float32 root of
+    the extracted ᾱ), √(1 − ᾱ_{i+1} − η β̂_{i+1}) and √(η β̂_{i+1}) (float64, then cast), with
+    β̂ the forward chain's respaced betas (`trainer/sampler.py` L34-39, L307-318)."""
+    beta, a = spaced_diffusion(abar, taus)
+    beta, a_next = beta[1:], a[1:]
+    return torch.stack(
+        [
+            sqrt32(a_next),
+            (1 - a_next - eta * beta).clamp_min(0).sqrt().float(),
+            (eta * beta).sqrt().float(),
+        ]
+    )
+
+
+def generation_coefficients(abar: torch.Tensor, taus: list[int], eta: float) -> torch.Tensor:
+    """(3, B) float32 for the step from τ_i to τ_{i−1} (ᾱ_prev = 1 at i = 0): √ᾱ_prev,
+    √(1−η²)·√(1−ᾱ_prev) and η·√(1−ᾱ_prev), in float32 from the extracted ᾱ_prev, as
+    `p_sample_svd` (`trainer/sampler.py` L229-266) computes them."""
+    prev = torch.cat([abar.new_ones(1), spaced_diffusion(abar, taus)[1][:-1]]).float()
+    root = sqrt32(1 - prev)
+    return torch.stack([sqrt32(prev), (1 - eta**2) ** 0.5 * root, eta * root])
 
 
 @dataclass(kw_only=True)
@@ -83,46 +124,51 @@ class SSD(Method):
             return True
         return index < int((t0 - self.consistency_until) / t0 * self.backward_steps)
 
-    def restore(self, y, operator, denoiser, generators, *, sigma_y=0.0, callback=None):
-        abar = denoiser._abar.tolist()
+    def coefficients(self, denoiser, operator, device) -> tuple:
+        """(t₀, forward and backward timesteps, inversion and generation coefficients), built
+        once per device and operator kind from the denoiser's float64 ᾱ table."""
         t0, eta_inv = self.settings(operator)
-        forward = spaced_timesteps(t0, self.forward_steps)
-        backward = spaced_timesteps(t0, self.backward_steps)
+        key = (t0, eta_inv, self.ddim_eta, torch.device(device))
+        cache = self.__dict__.setdefault("_coefficients", {})
+        if key not in cache:
+            abar = denoiser.alphas_cumprod(torch.float64, "cpu")
+            forward = spaced_timesteps(t0, self.forward_steps)
+            backward = spaced_timesteps(t0, self.backward_steps)
+            cache[key] = (
+                t0,
+                forward,
+                backward,
+                inversion_coefficients(abar, forward, eta_inv).to(device),
+                generation_coefficients(abar, backward, self.ddim_eta).to(device),
+            )
+        return cache[key]
+
+    def restore(self, y, operator, denoiser, generators, *, sigma_y=0.0, callback=None):
+        t0, forward, backward, inv, gen = self.coefficients(denoiser, operator, y.device)
         x_shape = operator.x_shape(y.shape)
 
         def noise():
             return randn(x_shape[1:], generators, y.device, y.dtype)
 
-        def x0_of(x, t):
+        def x0_of(x, t):  # guided-diffusion's _predict_xstart_from_eps on float64 ᾱ, clamped
             eps = denoiser.eps(x, t)
-            a = abar[t + 1]
-            return eps, ((x - math.sqrt(1 - a) * eps) / math.sqrt(a)).clamp(-1, 1)
+            return eps, denoiser.x0_from_eps(x, eps, t, torch.float64).clamp(-1, 1)
 
         nfe = 0
         # 1. DA inversion from A†y (t = 0) to the transitional state at t₀ − 1
         x = operator.A_pinv(y)
-        for t, t_up in itertools.pairwise(forward):
+        for i, t in enumerate(forward[:-1]):
             eps, f = x0_of(x, t)
-            a_up = abar[t_up + 1]
-            beta_hat = 1 - a_up / abar[t + 1]
-            x = (
-                math.sqrt(a_up) * f
-                + math.sqrt(max(1 - a_up - eta_inv * beta_hat, 0.0)) * eps
-                + math.sqrt(eta_inv * beta_hat) * noise()
-            )
+            x = f * inv[0, i] + inv[1, i] * eps + inv[2, i] * noise()
             if callback is not None:
                 callback(StepInfo(index=nfe, t=t, x=x, x0=f, x0_corrected=f))
             nfe += 1
         # 2. generation with back projection from t₀ − 1 down to 0
-        eta = self.ddim_eta
         for index, i in enumerate(reversed(range(self.backward_steps))):
             t = backward[i]
-            a_prev = abar[backward[i - 1] + 1] if i > 0 else 1.0
             eps, x0 = x0_of(x, t)
             x0_proj = x0 - operator.A_pinv(operator.A(x0) - y) if self.project_at(index, t0) else x0
-            x = math.sqrt(a_prev) * x0_proj + math.sqrt(1 - a_prev) * (
-                math.sqrt(1 - eta**2) * eps + eta * noise()
-            )
+            x = x0_proj * gen[0, i] + gen[1, i] * eps + gen[2, i] * noise()
             if callback is not None:
                 callback(StepInfo(index=nfe, t=t, x=x, x0=x0, x0_corrected=x0_proj))
             nfe += 1

@@ -88,6 +88,12 @@ class SVDOperator(LinearOperator):
         """Singular values broadcastable to the spectral coordinates of `like` (x-shaped)."""
         raise NotImplementedError
 
+    def ddnm_plus_singulars(self, like: torch.Tensor) -> torch.Tensor:
+        """The singular values DDNM+ weighs the range correction and the noise with
+        (`Lambda`/`Lambda_noise`), broadcastable like `singulars`: the operator's own by default;
+        the upstream deblurring operators use their unthresholded values (`_singulars_orig`)."""
+        return self.singulars(like)
+
     def A(self, x: torch.Tensor) -> torch.Tensor:
         return self.U(self.singulars(x) * self.Vt(x))
 

@@ -13,14 +13,58 @@ published deblurring numbers are numbers for that operator:
 
 So A = U diag(s_tiled) Vᵀ is not a convolution, but it is linear, self-consistent and exactly
 what produced the papers' y. The clean operator is `GaussianBlur` (`task=deblur_gauss`).
+
+Which coordinate has rank p depends on how the sort breaks near-ties, and upstream sorts a float32
+grid on the GPU. `deblur_cuda_order.npz` (package data, `operators/data/README.md`) holds that
+order and the sorted values, measured on one GPU, for both kernels at 64, 128 and 256 pixels;
+the operator uses it whenever the image size matches. Other sizes sort the float64 grid here
+(stable, by row-major position) and warn once that the pairing is not upstream's GPU order.
+
+DDNM+ (`task.sigma > 0`) weighs the noise with `_singulars_orig`, the products of the
+*unthresholded* 1-D singular values (DDNM `svd_operators.py` L1016-1092), indexed by `_perm`
+exactly like the spectral coordinates they multiply: each coordinate meets its own 2-D singular
+value, the same in the three channels, with no tiling (`ddnm_plus_singulars`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import warnings
+from functools import cache
+from importlib import resources
+
+import numpy as np
 import torch
 
 from rnsf.operators.base import SVDOperator
 from rnsf.operators.separable import SeparableOperator
+
+#: upstream's GPU order of the sorted singular values (operators/data/README.md)
+CUDA_ORDER_FILE = "deblur_cuda_order.npz"
+CUDA_ORDER_SHA256 = "6620544896cd483a0444bf32141b1962e444e30f452e1077ada6924b74b2810c"
+#: the table's kernel names: (taps, σ) of DDRM/DDNM's and SSD's deblurring
+CUDA_ORDER_KERNELS = {(5, 10.0): "ddrm5", (9, 15.0): "ssd9"}
+
+
+@cache
+def cuda_order_table() -> dict[str, np.ndarray]:
+    """The shipped table of upstream's GPU order (read once, its SHA-256 checked)."""
+    data = resources.files("rnsf.operators").joinpath("data", CUDA_ORDER_FILE).read_bytes()
+    return load_cuda_order(data)
+
+
+def load_cuda_order(data: bytes) -> dict[str, np.ndarray]:
+    """The arrays of a `deblur_cuda_order.npz` file's bytes, refused unless their SHA-256 is the
+    recorded one."""
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != CUDA_ORDER_SHA256:
+        raise RuntimeError(
+            f"rnsf/operators/data/{CUDA_ORDER_FILE} has sha256 {digest}, expected "
+            f"{CUDA_ORDER_SHA256}: the file is damaged; reinstall rnsf"
+        )
+    with np.load(io.BytesIO(data)) as npz:
+        return {key: npz[key] for key in npz.files}
 
 
 def sampled_gaussian(taps: int, sigma: float) -> torch.Tensor:
@@ -34,8 +78,9 @@ class UpstreamDeblurring(SeparableOperator):
     """The upstream `Deblurring` SVD operator for 3-channel images.
 
     `deblur_gauss_ddrm`: 5 taps, σ = 10 (DDRM/DDNM runners); `deblur_gauss_ssd`: 9 taps,
-    σ = 15 (SSD `DeblurGaussOperator`). Ties among the sorted singular values are broken by
-    row-major position (a stable sort, as CUDA's radix sort upstream).
+    σ = 15 (SSD `DeblurGaussOperator`). The sorted singular values and their order are
+    upstream's GPU ones (`cuda_order`) at the sizes of the shipped table; elsewhere ties are
+    broken by row-major position (a stable sort of the float64 grid), with a one-time warning.
     """
 
     channels = 3
@@ -44,6 +89,8 @@ class UpstreamDeblurring(SeparableOperator):
         super().__init__(zero_below)
         self.taps, self.sigma = int(taps), float(sigma)
         self._tiled: dict[tuple, torch.Tensor] = {}
+        self._orig: dict[tuple, torch.Tensor] = {}
+        self._warned = False
 
     def kernel(self) -> torch.Tensor:
         return sampled_gaussian(self.taps, self.sigma)
@@ -57,20 +104,62 @@ class UpstreamDeblurring(SeparableOperator):
                     rows[i, j] = k[j - i + half]
         return rows
 
+    def cuda_order(self, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(sorted singular values, `_perm`) of upstream's GPU build for n×n images, from the
+        shipped table, or None when the table has no entry for this kernel and size."""
+        name = CUDA_ORDER_KERNELS.get((self.taps, self.sigma))
+        if name is None or self.zero_below != 3e-2:
+            return None
+        table = cuda_order_table()
+        key = f"{name}_{n}"
+        if f"{key}_perm" not in table:
+            return None
+        perm = torch.from_numpy(table[f"{key}_perm"].astype(np.int64))
+        return torch.from_numpy(table[f"{key}_singulars"]), perm
+
+    def sorted_singulars(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(`_singulars`, `_perm`): the thresholded 2-D singular values in descending order and
+        the row-major grid position of each, upstream's GPU order where the table has it."""
+        table = self.cuda_order(n)
+        if table is not None:
+            return table
+        if not self._warned:
+            warnings.warn(
+                f"{type(self).__name__}({self.taps} taps, sigma {self.sigma:g}) at {n}x{n}: "
+                "no recorded upstream GPU order for this size, so singular values are paired "
+                "with spectral coordinates in a stable float64 sort, not upstream's GPU order "
+                "(recorded for 64, 128 and 256 pixels); results are not comparable with "
+                "published deblurring numbers",
+                stacklevel=3,
+            )
+            self._warned = True
+        s = self.factors(n, n, torch.empty(0, dtype=torch.float64))[0].s
+        grid = (s[:, None] * s[None, :]).flatten()
+        return torch.sort(grid, descending=True, stable=True)
+
     def singulars(self, like: torch.Tensor) -> torch.Tensor:
         height, width = like.shape[-2:]
         key = (height, width, like.device, like.dtype)
         if key not in self._tiled:
-            fh, fw = self.factors(height, width, like)
-            grid = (fh.s[:, None].double() * fw.s[None, :].double()).flatten()
-            ordered, perm = torch.sort(grid, descending=True, stable=True)
-            n = grid.numel()
+            ordered, perm = self.sorted_singulars(height)
+            n = perm.numel()
             rank = torch.empty_like(perm)
-            rank[perm] = torch.arange(n, device=perm.device)
-            c = torch.arange(self.channels, device=perm.device)[:, None]
+            rank[perm] = torch.arange(n)
+            c = torch.arange(self.channels)[:, None]
             tiled = ordered[(self.channels * rank[None, :] + c) % n]
-            self._tiled[key] = tiled.view(self.channels, height, width).to(like.dtype)
+            self._tiled[key] = tiled.view(self.channels, height, width).to(like.device, like.dtype)
         return self._tiled[key]
+
+    def ddnm_plus_singulars(self, like: torch.Tensor) -> torch.Tensor:
+        """`_singulars_orig`: products of the unthresholded 1-D singular values, each at its own
+        grid position and the same in every channel (DDNM `Deblurring.Lambda`/`Lambda_noise`)."""
+        height, width = like.shape[-2:]
+        key = (height, width, like.device, like.dtype)
+        if key not in self._orig:
+            sh, sw = (torch.linalg.svdvals(self.matrix(n)) for n in (height, width))
+            grid = sh[:, None] * sw[None, :]
+            self._orig[key] = grid[None].to(like.device, like.dtype)
+        return self._orig[key]
 
     # A, Aᵀ and A† through the (tiled) SVD, not the separable matrices
     A = SVDOperator.A

@@ -30,7 +30,7 @@ class PriorTraining(L.LightningModule):
 
     def training_step(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
         t = torch.randint(0, self.net.num_timesteps, (x.shape[0],), device=x.device)
-        abar = self.net._abar[t + 1].view(-1, 1, 1, 1)
+        abar = self.net.alphas_cumprod(device=x.device)[t + 1].view(-1, 1, 1, 1)
         noise = torch.randn_like(x)
         x_t = abar.sqrt() * x + (1 - abar).sqrt() * noise
         loss = F.mse_loss(self.net(x_t, t), noise)
