@@ -41,6 +41,7 @@ ROWS = {
     "ssd_30": ("ssd", 30, 29),
     "rnsf_100": ("rnsf", 100, 100),
     "rnsf_30": ("rnsf", 30, 30),
+    "ddrm_20": ("ddrm", 20, 20),
 }
 #: task -> (operator class, its defining attributes)
 OPERATORS = {

@@ -127,7 +127,10 @@ def test_preset_paths_and_options():
         assert model.release in RELEASES
         assert model.precision == "auto" and model.channels_last and model.compile == "auto"
         assert model.checkpointing is False
-    assert preset("adm_imagenet256_cond").model.class_label == 951
+    cond = preset("adm_imagenet256_cond", "paths.checkpoint_dir=/ckpt").model
+    assert cond.class_label is None and cond.classifier_scale == 1.0
+    assert cond.classifier.checkpoint == "/ckpt/256x256_classifier.pt"
+    assert cond.classifier.release in RELEASES
     assert preset("adm_imagenet256", "model.checkpoint=/x.pt").model.net.checkpoint == "/x.pt"
 
 
@@ -196,9 +199,13 @@ def test_class_label_reaches_the_network_and_is_required():
     x, t = torch.randn(1, 3, 32, 32), torch.tensor([100])
     outs = [PretrainedDenoiser(net, name="c", native_size=32, class_label=c)(x, t) for c in (1, 2)]
     assert not torch.allclose(*outs)
-    for bad in (None, 10):
+    for bad in (10, -1):
         with pytest.raises(UserError, match="class_label"):
             PretrainedDenoiser(net, name="c", native_size=32, class_label=bad)
+    per_image = PretrainedDenoiser(net, name="c", native_size=32)  # classes from the dataset
+    with pytest.raises(UserError, match="ImageNet class"):
+        per_image(x, t)
+    assert torch.equal(per_image.bind(torch.tensor([2]))(x, t), outs[1])
     with pytest.raises(UserError, match="unconditional"):
         PretrainedDenoiser(ADMUNet(**SMALL_ADM), name="u", native_size=32, class_label=3)
 

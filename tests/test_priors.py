@@ -126,7 +126,9 @@ def test_the_lsun_presets_share_celebahq_architecture():
     assert adm512.arch.image_size == 512 and adm512.arch.num_classes == 1000
     assert list(adm512.arch.channel_mult) == [0.5, 1, 1, 2, 2, 4, 4]
     assert list(adm512.arch.attention_resolutions) == [32, 16, 8]
-    assert adm512.class_label == 951
+    assert adm512.class_label is None  # each image's own class, as adm_imagenet256_cond
+    assert adm512.classifier.release == "512x512_classifier.pt"
+    assert adm512.classifier.release in RELEASES and adm512.classifier.arch.image_size == 512
 
 
 def _reduced(name: str):

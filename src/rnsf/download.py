@@ -200,6 +200,26 @@ def fetch_hub(targets: list[str]) -> Path:
     return folder
 
 
+def resolve_all(targets: list[str], conf_dir: Path | None = None) -> list[tuple[Release, Path]]:
+    """`resolve`, plus the classifier of a preset that guides with one (`model.classifier`,
+    unless `model.classifier_scale=0`)."""
+    found = [resolve(targets, conf_dir)]
+    if not any(t.startswith("model=") for t in targets):
+        return found
+    from hydra import compose, initialize_config_dir
+
+    from rnsf.utils.cli import CONF_DIR
+
+    with initialize_config_dir(str(conf_dir or CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[t for t in targets if "=" in t])
+    guide = cfg.model.get("classifier")
+    if guide is not None and cfg.model.get("classifier_scale"):
+        if guide.release not in RELEASES:
+            raise UserError(f"unknown classifier {guide.release!r}; known: {', '.join(RELEASES)}")
+        found.append((RELEASES[guide.release], Path(guide.checkpoint)))
+    return found
+
+
 def main(argv: list[str] | None = None) -> None:
     from rnsf.utils.cli import fail
 
@@ -222,11 +242,15 @@ def main(argv: list[str] | None = None) -> None:
         if "model=diffusers" in args.targets:
             print(fetch_hub(args.targets))
             return
-        known, dest = resolve(args.targets)
-        path = download(known, dest, [args.url] if args.url else None, args.force, not args.quiet)
+        found = resolve_all(args.targets)
+        if args.url and len(found) > 1:
+            found = found[:1]  # --url names one file: the network's
+        for known, dest in found:
+            urls = [args.url] if args.url else None
+            path = download(known, dest, urls, args.force, not args.quiet)
+            print(f"{path} ({path.stat().st_size:,} bytes)")
     except UserError as err:
         fail(str(err))
-    print(f"{path} ({path.stat().st_size:,} bytes)")
 
 
 if __name__ == "__main__":

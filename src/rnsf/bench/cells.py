@@ -53,7 +53,9 @@ class Preset:
         if smoke:
             arch.update(SMOKE_ARCH[network])
         size = int(arch.get("image_size", arch.get("resolution", 256)))
-        return cls(name, network, arch, size, model.get("class_label"))
+        # a class-conditional preset takes each image's class; one fixed class for timing
+        label = 0 if arch.get("num_classes") else None
+        return cls(name, network, arch, size, label)
 
     def build(self) -> torch.nn.Module:
         return self.network(**self.arch)

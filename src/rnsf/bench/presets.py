@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from rnsf.denoisers import ADMUNet, DDPMUNet, PretrainedDenoiser
+from rnsf.denoisers import ADMUNet, DDPMUNet, NoisyClassifier, PretrainedDenoiser
 from rnsf.utils.cli import CONF_DIR
 
 PRESETS = [
@@ -67,13 +67,18 @@ def main() -> None:
         if args.save_random:
             (args.save_random / model.release).parent.mkdir(parents=True, exist_ok=True)
             torch.save(state, args.save_random / model.release)
+            if model.get("classifier"):  # the guidance classifier of the preset, also random
+                classifier = NoisyClassifier(**model.classifier.arch)
+                torch.save(classifier.state_dict(), args.save_random / model.classifier.release)
+                del classifier
         size = int(model.arch.get("image_size") or model.arch.get("resolution"))
         denoiser = PretrainedDenoiser(
             net,
             name=name,
             native_size=size,
             precision=args.precision,
-            class_label=model.get("class_label"),
+            # a class-conditional preset takes each image's class: one fixed class here
+            class_label=0 if model.arch.get("num_classes") else None,
         ).to(device)
         x = torch.randn(args.batch, 3, size, size, device=device)
         t = torch.full((args.batch,), 500, device=device)

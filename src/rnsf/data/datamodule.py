@@ -31,6 +31,7 @@ def collate(items: list[dict]) -> dict:
         "image": torch.stack([it["image"] for it in items]),
         "index": torch.tensor([it["index"] for it in items]),
         "name": [it["name"] for it in items],
+        "label": torch.tensor([it.get("label", -1) for it in items]),
     }
 
 
@@ -81,7 +82,7 @@ class RestorationDataModule(L.LightningDataModule):
     `root: null` means the built-in demo folder. `list_file` is a path or the name of a list
     that ships with rnsf; `split` (`val` | `test`, with `val_images`) keeps one of two disjoint
     index ranges; `num_images`, `expected` and `source` describe a benchmark set
-    (see `ImageFolder`). `batch_size="auto"` is resolved by the job from the device
+    `labels_file` gives the images' classes (see `ImageFolder`). `batch_size="auto"` is resolved by the job from the device
     (`rnsf.denoisers.memory`) before the first batch. With `resize: none` and
     `batch_size` > 1, images of different sizes are batched by size (`SizeBatches`).
     """
@@ -104,6 +105,7 @@ class RestorationDataModule(L.LightningDataModule):
         alpha: str = "white",
         split: str | None = None,
         val_images: int | None = None,
+        labels_file: str | None = None,
     ) -> None:
         super().__init__()
         self.name = name
@@ -122,6 +124,7 @@ class RestorationDataModule(L.LightningDataModule):
             alpha=alpha,
             split=split,
             val_images=val_images,
+            labels_file=labels_file,
         )
         if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
             from rnsf.utils.errors import UserError
@@ -187,6 +190,7 @@ class RestorationDataModule(L.LightningDataModule):
             "interpolation": ds.interpolation,
             "alpha": ds.alpha,
             "list_file": ds.list_file,
+            "labels_file": ds.labels_file,
             "num_images": ds.num_images,
             "limit": ds.limit,
             "split": ds.split,

@@ -13,6 +13,11 @@ before a job writes anything (`rnsf.data.verify`).
 
 `list_file` selects and orders the files: a path, or the name of a list in `lists/` that ships
 with rnsf (`imagenet_val_1k`: DDRM's 1,000 ImageNet validation images).
+
+Class labels (for class-conditional models and classifier guidance): the list's second column
+when every line has an integer there (`imagenet_val_1k`: `<file> <class>`, as DDRM's
+`ImageDataset` reads it), or `labels_file`, lines `<file> <class>` naming files by their path
+relative to root or by file name. Images without a label get -1.
 """
 
 from __future__ import annotations
@@ -57,6 +62,19 @@ def resolve_list_file(list_file: str | Path) -> Path:
         f"dataset.list_file={list_file} is neither a file nor a list that ships with rnsf "
         f"({', '.join(package_lists())}); fix dataset.list_file"
     )
+
+
+def read_labels(path: Path) -> dict[str, int] | None:
+    """{first column: class} of a list whose every line has an integer second column, else None."""
+    labels = {}
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) < 2 or not parts[1].lstrip("-").isdigit():
+            return None
+        labels[parts[0]] = int(parts[1])
+    return labels or None
 
 
 def _expectation(expected: str | None, source: str | None) -> str:
@@ -153,6 +171,7 @@ class ImageFolder(Dataset):
         alpha: str = "white",
         split: str | None = None,
         val_images: int | None = None,
+        labels_file: str | Path | None = None,
     ) -> None:
         if alpha not in ALPHA_POLICIES:
             raise UserError(f"dataset.alpha={alpha!r} is unknown; use one of {ALPHA_POLICIES}")
@@ -167,6 +186,7 @@ class ImageFolder(Dataset):
             raise UserError(f"dataset.resize={resize} needs dataset.image_size")
         self.root = Path(root).expanduser()
         self.paths = list_images(self.root, list_file, expected, source)
+        self.labels = self._labels(list_file, labels_file)
         if num_images is not None:
             if len(self.paths) < num_images:
                 hint = _expectation(expected, source)
@@ -176,25 +196,56 @@ class ImageFolder(Dataset):
                     "dataset.num_images=null to use the images that are there)"
                 )
             self.paths = self.paths[:num_images]
+            self.labels = self.labels[:num_images]
         self.split, self.val_images, self.split_range = split, val_images, None
         self.offset = 0  # index of the first item in the whole set
         if split is not None:
             self.split_range = split_range(len(self.paths), split, val_images)
             self.offset = self.split_range[0]
             self.paths = self.paths[slice(*self.split_range)]
+            self.labels = self.labels[slice(*self.split_range)]
         if limit is not None:
             if limit < 1:
                 raise UserError(f"dataset.limit must be >= 1, got {limit}")
             self.paths = self.paths[:limit]
+            self.labels = self.labels[:limit]
         self.image_size, self.resize, self.interpolation = image_size, resize, interpolation
         self.alpha = alpha
         self.file_sizes: list[tuple[int, int]] | None = None  # (H, W) of each file, by verify()
         self.list_file = None if list_file is None else str(list_file)
+        self.labels_file = None if labels_file is None else str(labels_file)
         self.num_images, self.limit = num_images, limit
         self.names = _unique_names(self.paths, self.root)
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def _labels(self, list_file, labels_file) -> list[int]:
+        """Each path's class (-1 when unknown), from `labels_file` or the list's second column."""
+        if labels_file is not None:
+            path = Path(labels_file).expanduser()
+            if not path.is_file():
+                raise UserError(f"dataset.labels_file={labels_file} does not exist; fix the path")
+            table = read_labels(path)
+            if table is None:
+                raise UserError(
+                    f"dataset.labels_file={labels_file} is not a list of '<file> <class>' lines "
+                    "with an integer class on every line; fix the file"
+                )
+        elif list_file is not None:
+            table = read_labels(resolve_list_file(list_file)) or {}
+        else:
+            table = {}
+        labels = []
+        for p in self.paths:
+            relative = p.relative_to(self.root).as_posix() if p.is_relative_to(self.root) else ""
+            labels.append(table.get(relative, table.get(p.name, -1)))
+        return labels
+
+    @property
+    def has_labels(self) -> bool:
+        """True when every image has a class label."""
+        return bool(self.labels) and min(self.labels) >= 0
 
     def load(self, path: Path) -> Image.Image:
         image = open_rgb(path, self.alpha)
@@ -211,7 +262,12 @@ class ImageFolder(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         image = pil_to_tensor(self.load(self.paths[i]))
-        return {"image": image, "index": self.offset + i, "name": self.names[i]}
+        return {
+            "image": image,
+            "index": self.offset + i,
+            "name": self.names[i],
+            "label": self.labels[i],
+        }
 
     def sizes(self) -> list[tuple[int, int]]:
         """(H, W) of every item after preprocessing (the files are verified first)."""

@@ -74,6 +74,24 @@ RELEASES: dict[str, Release] = {
             size="2.22 GB",
         ),
         Release(
+            file="256x256_classifier.pt",
+            url=f"{_OPENAI}/256x256_classifier.pt",
+            source=(
+                "openai/guided-diffusion README: ImageNet 256x256 noisy classifier, the guidance "
+                "of DDRM configs/imagenet_256_cc.yml and DDNM's hq_demo"
+            ),
+            size="216 MB",  # 54,096,360 float32 parameters; OpenAI publishes no size or hash
+        ),
+        Release(
+            file="512x512_classifier.pt",
+            url=f"{_OPENAI}/512x512_classifier.pt",
+            source=(
+                "openai/guided-diffusion README: ImageNet 512x512 noisy classifier, the guidance "
+                "of DDRM configs/imagenet_512_cc.yml"
+            ),
+            size="218 MB",  # 54,448,360 float32 parameters; OpenAI publishes no size or hash
+        ),
+        Release(
             file="ffhq_10m.pt",
             url="https://huggingface.co/deepinv/diffunet/resolve/main/diffusion_ffhq_10m.pt",
             source=(

@@ -20,6 +20,7 @@ from torch import nn
 from rnsf.denoisers import checkpoints
 from rnsf.denoisers.adm import ADMUNet
 from rnsf.denoisers.base import Denoiser
+from rnsf.denoisers.classifier import NoisyClassifier, guidance_gradient
 from rnsf.denoisers.ddpm import DDPMUNet
 from rnsf.utils.errors import UserError
 
@@ -74,7 +75,11 @@ class PretrainedDenoiser(Denoiser):
         `compile_seconds`.
     checkpointing: recompute each block's activations in the backward pass (DPS) instead of
         keeping them: less memory per image for ~1 more forward per step.
-    class_label: the ImageNet class index given to a class-conditional network for every image.
+    class_label: one ImageNet class index given to a class-conditional network for every image;
+        None (the default) takes each image's own class from the dataset (`bind`).
+    classifier, classifier_scale: a noisy-image classifier for classifier guidance and its scale
+        s (DDRM's and DDNM's `classifier_scale`); `classifier_gradient` returns s ∇ₓ log p(c | x_t)
+        for each image's class c. Scale 0 disables it.
     """
 
     def __init__(
@@ -88,6 +93,8 @@ class PretrainedDenoiser(Denoiser):
         compile: bool | str = False,
         checkpointing: bool = False,
         class_label: int | None = None,
+        classifier: nn.Module | None = None,
+        classifier_scale: float = 0.0,
     ) -> None:
         super().__init__()
         if precision not in (*PRECISIONS, "auto"):
@@ -101,12 +108,14 @@ class PretrainedDenoiser(Denoiser):
                 f"{', '.join(COMPILE_MODES)} or a torch.compile backend name"
             )
         num_classes = getattr(net, "num_classes", None)
-        if num_classes is not None and (
-            class_label is None or not 0 <= int(class_label) < num_classes
+        if (
+            num_classes is not None
+            and class_label is not None
+            and not 0 <= class_label < num_classes
         ):
             raise UserError(
-                f"model {name} is class-conditional: set model.class_label to a class index "
-                f"in [0, {num_classes - 1}] (got {class_label})"
+                f"model.class_label={class_label} is not a class index of model {name}; use "
+                f"0 … {num_classes - 1}, or null for each image's class from the dataset"
             )
         if num_classes is None and class_label is not None:
             raise UserError(
@@ -122,6 +131,14 @@ class PretrainedDenoiser(Denoiser):
         self.channels_last = bool(channels_last)
         self.compile = compile
         self.class_label = None if class_label is None else int(class_label)
+        self.num_classes = num_classes
+        self.classifier = (
+            classifier.eval().requires_grad_(False)
+            if classifier is not None and classifier_scale
+            else None
+        )
+        self.classifier_scale = float(classifier_scale)
+        self.labels: torch.Tensor | None = None  # the classes of the bound batch
         self.size_multiple = net.size_multiple
         self.native_size = native_size
         self.compile_seconds: float | None = None
@@ -185,8 +202,8 @@ class PretrainedDenoiser(Denoiser):
                 self._nhwc = True
             x = x.contiguous(memory_format=torch.channels_last)
         extra = {}
-        if self.class_label is not None:
-            extra["y"] = torch.full((x.shape[0],), self.class_label, device=device)
+        if self.num_classes is not None:
+            extra["y"] = self.classes(x)
         dtype = self.autocast_dtype(device)
         compiled = self._compiled_net(device)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
@@ -221,6 +238,61 @@ class PretrainedDenoiser(Denoiser):
         # CUDA graphs reuse their output memory on the next call: keep a copy
         return out[:batch].clone() if self.compile_mode == "reduce-overhead" else out[:batch]
 
+    @property
+    def needs_labels(self) -> bool:
+        """True when the images' own classes are needed (conditional network or classifier)."""
+        return self.class_label is None and (
+            self.num_classes is not None or self.classifier is not None
+        )
+
+    def bind(self, labels: torch.Tensor | None) -> PretrainedDenoiser:
+        """Take `labels` as the classes of the batch restored next (the engine binds every
+        batch's before restoring it); the denoiser itself is returned, with its compiled network
+        and tables."""
+        if self.needs_labels:
+            self.labels = labels
+        return self
+
+    def classes(self, x: torch.Tensor) -> torch.Tensor:
+        """The class index of each image of the batch x: `class_label`, or the bound labels."""
+        if self.class_label is not None:
+            return torch.full((x.shape[0],), self.class_label, device=x.device, dtype=torch.long)
+        labels = self.labels
+        if labels is None or len(labels) != x.shape[0] or bool((labels < 0).any()):
+            raise UserError(
+                f"model {self.name} needs each image's ImageNet class and some images have none; "
+                "use a dataset with labels (dataset=imagenet_1k, or dataset.labels_file=FILE for "
+                "a folder) or set model.class_label=N for every image"
+            )
+        return labels.to(device=x.device, dtype=torch.long)
+
+    def classifier_gradient(self, x: torch.Tensor, t: int) -> torch.Tensor | None:
+        if self.classifier is None:
+            return None
+        dtype = self.autocast_dtype(x.device)
+        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+            grad = guidance_gradient(self.classifier, x, t, self.classes(x), self.classifier_scale)
+        return grad.float()
+
+
+def _read_network(
+    build: Callable[[], nn.Module],
+    checkpoint: str | Path,
+    *,
+    name: str,
+    release_file: str | None,
+    preset: str,
+) -> nn.Module:
+    """Build the architecture on the meta device and load the file into it, strictly."""
+    known = checkpoints.release(release_file)
+    hint = f"python -m rnsf.download model={preset}"
+    state = checkpoints.read_state_dict(checkpoint, known, hint)
+    with torch.device("meta"):  # no random initialisation: every weight comes from the file
+        net = build()
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    checkpoints.load_into(net, state, checkpoint, name)
+    return net
+
 
 def _load(
     build: Callable[[], nn.Module],
@@ -231,13 +303,26 @@ def _load(
     native_size: int,
     **options,
 ) -> PretrainedDenoiser:
-    known = checkpoints.release(release_file)
-    state = checkpoints.read_state_dict(checkpoint, known, f"python -m rnsf.download model={name}")
-    with torch.device("meta"):  # no random initialisation: every weight comes from the file
-        net = build()
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    checkpoints.load_into(net, state, checkpoint, name)
+    net = _read_network(build, checkpoint, name=name, release_file=release_file, preset=name)
     return PretrainedDenoiser(net, name=name, native_size=native_size, **options)
+
+
+def load_classifier(
+    checkpoint: str | Path,
+    arch: Mapping,
+    *,
+    release: str | None = None,
+    preset: str = "adm_imagenet256_cond",
+) -> NoisyClassifier:
+    """guided-diffusion's noisy-image classifier (`NoisyClassifier(**arch)`) with the weights of
+    `checkpoint`, read and loaded like the diffusion networks (weights only, `strict=True`)."""
+    return _read_network(
+        lambda: NoisyClassifier(**arch),
+        checkpoint,
+        name=f"{preset}'s classifier",
+        release_file=release,
+        preset=preset,
+    )
 
 
 def load_adm(
@@ -251,8 +336,20 @@ def load_adm(
     compile: bool | str = False,
     checkpointing: bool = False,
     class_label: int | None = None,
+    classifier: Mapping | None = None,
+    classifier_scale: float = 0.0,
 ) -> PretrainedDenoiser:
-    """A guided-diffusion UNet (`ADMUNet(**arch)`) with the weights of `checkpoint`."""
+    """A guided-diffusion UNet (`ADMUNet(**arch)`) with the weights of `checkpoint`; with
+    `classifier` ({checkpoint, release, arch}) and a non-zero `classifier_scale`, also the
+    noisy-image classifier for classifier guidance (scale 0 loads none)."""
+    guide = None
+    if classifier is not None and classifier_scale:
+        guide = load_classifier(
+            classifier["checkpoint"],
+            classifier["arch"],
+            release=classifier.get("release"),
+            preset=name,
+        )
     return _load(
         lambda: ADMUNet(**arch),
         checkpoint,
@@ -264,6 +361,8 @@ def load_adm(
         compile=compile,
         checkpointing=checkpointing,
         class_label=class_label,
+        classifier=guide,
+        classifier_scale=classifier_scale,
     )
 
 

@@ -74,6 +74,16 @@ def check_batches(datamodule) -> None:
     )
 
 
+def check_labels(cfg, datamodule, denoiser) -> None:
+    """A class-conditional model (or classifier guidance) needs every image's class."""
+    if getattr(denoiser, "needs_labels", False) and not datamodule.dataset.has_labels:
+        raise UserError(
+            f"model {cfg.model.name} needs each image's ImageNet class and dataset "
+            f"{datamodule.name} gives none for some images; use dataset=imagenet_1k, a list or "
+            "dataset.labels_file of '<file> <class>' lines, or model.class_label=N for all images"
+        )
+
+
 def _x_size(cfg, task, height: int, width: int) -> tuple[int, int]:
     """The size of the image x restored from an item of this size (in predict mode the item is
     the measurement y)."""

@@ -70,7 +70,7 @@ class RestorationModule(L.LightningModule):
             operator, y = self.task.measure(x, generators)
         else:
             operator, y = self._measurement(batch["image"], generators)
-        x_hat, seconds = self._restore(y, operator, generators, names)
+        x_hat, seconds = self._restore(y, operator, generators, names, batch.get("label"))
         x_hat = x_hat.clamp(-1, 1)
         scores = self.metrics.per_image(x_hat, x) if ground_truth else {}
         scores["consistency"] = consistency(x_hat, y, operator)
@@ -95,7 +95,8 @@ class RestorationModule(L.LightningModule):
         bound = operator.bind((image.shape[0], *x_shape[1:]), generators)
         return bound, bound.measurement_from_image(image)
 
-    def _restore(self, y, operator, generators, names):
+    def _restore(self, y, operator, generators, names, labels=None):
+        denoiser = self.denoiser.bind(labels) if self.denoiser is not None else None
         callback = None
         if self.step_callback is not None:
             user = self.step_callback
@@ -108,7 +109,7 @@ class RestorationModule(L.LightningModule):
             torch.cuda.synchronize(self.device)
         start = time.perf_counter()
         x_hat = self.method.restore(
-            y, operator, self.denoiser, generators, sigma_y=self.task.sigma_model, callback=callback
+            y, operator, denoiser, generators, sigma_y=self.task.sigma_model, callback=callback
         )
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

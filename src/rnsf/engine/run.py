@@ -17,6 +17,7 @@ from rnsf.engine import distributed, interrupt, lock, resume
 from rnsf.engine.checks import (
     builtin_prior_note,
     check_batches,
+    check_labels,
     check_method,
     check_sizes,
     job_operator,
@@ -96,6 +97,7 @@ def run_locked(cfg: DictConfig, out: Path) -> dict:
     check_sizes(cfg, datamodule, task, denoiser, method, tiling)
     check_batches(datamodule)
     method_params = check_method(method, task, job_operator(cfg, datamodule, task))
+    check_labels(cfg, datamodule, denoiser)
     # metric weights are checked (and LPIPS loaded) here, before any image is restored
     metrics = MetricSuite.from_config(cfg.metrics, mode=cfg.mode, save_images=cfg.save_images)
 
