@@ -268,3 +268,56 @@ def test_the_ddrm_imagenet_cc_experiment_composes():
     )
     assert cfg.dataset.name == "imagenet_1k" and cfg.task.name == "sr4_avg"
     assert cfg.metrics.protocol == "float"
+
+
+@pytest.mark.slow
+def test_run_py_with_a_reduced_conditional_model_labels_and_guidance(tmp_path):
+    """run.py with adm_imagenet256_cond shrunk to 64x64 images: each image's class from a labels
+    file, the classifier loaded from its own checkpoint, DDRM with guidance; and the start-up
+    error when the folder has no labels."""
+    from hydra import compose, initialize_config_dir
+    from PIL import Image
+
+    from conftest import run_py
+
+    arch = dict(image_size=64, model_channels=32, num_res_blocks=1, attention_resolutions=[16, 8])
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        full = dict(compose("config", overrides=["model=adm_imagenet256_cond"]).model.arch)
+    torch.manual_seed(0)
+    torch.save(ADMUNet(**{**full, **arch}).state_dict(), tmp_path / "cond.pt")
+    torch.save(NoisyClassifier(image_size=64, **SMALL).state_dict(), tmp_path / "cls.pt")
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (64, 64), (120, 60, 30)).save(images / "a.png")
+    (tmp_path / "labels.txt").write_text("a.png 207\n")
+    overrides = [f"model.arch.{k}={v}".replace(" ", "") for k, v in arch.items()]
+    common = [
+        "model=adm_imagenet256_cond",
+        *overrides,
+        f"model.checkpoint={tmp_path / 'cond.pt'}",
+        f"model.classifier.checkpoint={tmp_path / 'cls.pt'}",
+        "model.classifier.arch.model_channels=32",
+        "model.classifier.arch.num_head_channels=32",
+        "dataset=folder",
+        f"dataset.root={images}",
+        "dataset.image_size=64",
+        "task=sr4_avg",
+        "method=ddrm",
+        "method.steps=2",
+        "logger=none",
+        "save_images=false",
+    ]
+    ok = run_py(
+        [*common, f"dataset.labels_file={tmp_path / 'labels.txt'}", f"hydra.run.dir={tmp_path}/a"],
+        WANDB_MODE="disabled",
+    )
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "ddrm | sr4_avg | folder | 1 images" in ok.stdout
+    unlabelled = run_py([*common, f"hydra.run.dir={tmp_path}/b"], WANDB_MODE="disabled")
+    assert unlabelled.returncode == 2
+    assert (
+        unlabelled.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: model adm_imagenet256_cond needs each image's ImageNet class")
+    )
+    assert not (tmp_path / "b" / "metrics.json").exists()
