@@ -321,3 +321,25 @@ def test_run_py_with_a_reduced_conditional_model_labels_and_guidance(tmp_path):
         .startswith("error: model adm_imagenet256_cond needs each image's ImageNet class")
     )
     assert not (tmp_path / "b" / "metrics.json").exists()
+
+
+def test_attention_pool_is_upstreams_qkv_attention():
+    """`AttentionPool2d` against guided-diffusion's arithmetic written out: mean position first,
+    positional embedding, QKVAttention (q, k, v split first, each scaled by ch^-1/4, softmax),
+    the first position projected."""
+    from rnsf.denoisers.classifier import AttentionPool2d
+
+    torch.manual_seed(0)
+    pool = AttentionPool2d(4, 64, 32, 10)
+    x = torch.randn(2, 64, 4, 4)
+    seq = torch.cat([x.flatten(2).mean(-1, keepdim=True), x.flatten(2)], dim=-1)
+    seq = seq + pool.positional_embedding[None]
+    q, k, v = pool.qkv_proj(seq).chunk(3, dim=1)
+    heads, ch, length = 2, 32, seq.shape[-1]
+    scale = ch**-0.25
+    q, k, v = (z.reshape(2 * heads, ch, length) for z in (q * scale, k * scale, v))
+    weights = torch.softmax(torch.einsum("bct,bcs->bts", q, k).float(), dim=-1)
+    out = torch.einsum("bts,bcs->bct", weights, v).reshape(2, heads * ch, length)
+    expected = pool.c_proj(out)[:, :, 0]
+    with torch.no_grad():
+        assert torch.allclose(pool(x), expected, atol=1e-5)

@@ -28,7 +28,7 @@ from rnsf.denoisers.adm import (
     _norm,
     timestep_embedding,
 )
-from rnsf.denoisers.layers import full_precision, softmax32
+from rnsf.denoisers.layers import full_precision
 
 #: `create_classifier`'s channel multipliers per image size (script_util.py)
 CHANNEL_MULT = {
@@ -60,19 +60,15 @@ class AttentionPool2d(nn.Module):
         self.qkv_proj = nn.Conv1d(channels, 3 * channels, 1)
         self.c_proj = nn.Conv1d(channels, out_channels, 1)
         self.num_heads = channels // head_channels
+        self.legacy_order = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, channels = x.shape[:2]
         x = x.reshape(batch, channels, -1)
         x = torch.cat([x.mean(dim=-1, keepdim=True), x], dim=-1)
         x = x + self.positional_embedding[None].to(x.dtype)
-        qkv = self.qkv_proj(x)
-        heads, length = self.num_heads, qkv.shape[-1]
-        ch = channels // heads
-        q, k, v = (z.reshape(batch * heads, ch, length) for z in qkv.chunk(3, dim=1))
-        scale = ch**-0.25  # QKVAttention: q and k each scaled by ch^(-1/4)
-        weights = softmax32(torch.einsum("nct,ncs->nts", q * scale, k * scale))
-        h = torch.einsum("nts,ncs->nct", weights, v).reshape(batch, channels, length)
+        # QKVAttention (the new q/k/v order), computed as the UNet's AttentionBlock computes it
+        h = AttentionBlock.attention(self, self.qkv_proj(x))
         return self.c_proj(h)[:, :, 0]
 
 
