@@ -243,8 +243,10 @@ def main(argv: list[str] | None = None) -> None:
             print(fetch_hub(args.targets))
             return
         found = resolve_all(args.targets)
-        if args.url and len(found) > 1:
-            found = found[:1]  # --url names one file: the network's
+        if args.url and len(found) > 1:  # --url names one file: the network's
+            rest = ", ".join(known.file for known, _ in found[1:])
+            print(f"--url fetches the network only; fetch {rest} separately", file=sys.stderr)
+            found = found[:1]
         for known, dest in found:
             urls = [args.url] if args.url else None
             path = download(known, dest, urls, args.force, not args.quiet)
