@@ -176,7 +176,7 @@ def test_conditional_model_takes_each_images_label(tmp_path):
     model = _conditional(tmp_path)
     assert isinstance(model, PretrainedDenoiser) and model.needs_labels
     x = torch.randn(2, 3, 64, 64)
-    with pytest.raises(UserError, match="class"):
+    with pytest.raises(UserError, match="class-conditional and some images have no class"):
         model.eps(x, 10)  # no labels bound
     with pytest.raises(UserError, match="class"):
         model.bind(torch.tensor([5, -1])).eps(x, 10)  # one image without a label

@@ -93,8 +93,9 @@ def test_class_conditional_unet_takes_the_class_label(tmp_path):
         ref = unet(x, t, class_labels=torch.tensor([1])).sample
         torch.testing.assert_close(outs[0], ref, atol=1e-6, rtol=1e-5)
     assert not torch.allclose(*outs)
+    unlabelled = load(tmp_path)  # each image's class from the dataset: none bound here
     with pytest.raises(Exception, match="class-conditional"):
-        load(tmp_path)
+        unlabelled(x, t)
 
 
 @pytest.mark.parametrize(

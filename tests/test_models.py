@@ -203,7 +203,7 @@ def test_class_label_reaches_the_network_and_is_required():
         with pytest.raises(UserError, match="class_label"):
             PretrainedDenoiser(net, name="c", native_size=32, class_label=bad)
     per_image = PretrainedDenoiser(net, name="c", native_size=32)  # classes from the dataset
-    with pytest.raises(UserError, match="ImageNet class"):
+    with pytest.raises(UserError, match="class-conditional"):
         per_image(x, t)
     assert torch.equal(per_image.bind(torch.tensor([2]))(x, t), outs[1])
     with pytest.raises(UserError, match="unconditional"):

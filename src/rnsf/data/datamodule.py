@@ -81,9 +81,10 @@ class RestorationDataModule(L.LightningDataModule):
 
     `root: null` means the built-in demo folder. `list_file` is a path or the name of a list
     that ships with rnsf; `split` (`val` | `test`, with `val_images`) keeps one of two disjoint
-    index ranges; `num_images`, `expected` and `source` describe a benchmark set
-    `labels_file` gives the images' classes (see `ImageFolder`). `batch_size="auto"` is resolved by the job from the device
-    (`rnsf.denoisers.memory`) before the first batch. With `resize: none` and
+    index ranges; `num_images`, `expected` and `source` describe a benchmark set;
+    `labels_file` gives the images' classes (see `ImageFolder`). `batch_size="auto"` is resolved
+    by the job from the device (`rnsf.denoisers.memory`) before the first batch. With
+    `resize: none` and
     `batch_size` > 1, images of different sizes are batched by size (`SizeBatches`).
     """
 

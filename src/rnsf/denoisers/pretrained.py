@@ -260,9 +260,9 @@ class PretrainedDenoiser(Denoiser):
         labels = self.labels
         if labels is None or len(labels) != x.shape[0] or bool((labels < 0).any()):
             raise UserError(
-                f"model {self.name} needs each image's ImageNet class and some images have none; "
-                "use a dataset with labels (dataset=imagenet_1k, or dataset.labels_file=FILE for "
-                "a folder) or set model.class_label=N for every image"
+                f"model {self.name} is class-conditional and some images have no class; use a "
+                "dataset with labels (dataset=imagenet_1k, or dataset.labels_file=FILE for a "
+                "folder) or set model.class_label=N for every image"
             )
         return labels.to(device=x.device, dtype=torch.long)
 
