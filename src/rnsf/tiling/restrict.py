@@ -36,6 +36,7 @@ import torch
 from rnsf.operators.base import LinearOperator
 from rnsf.operators.colorization import Colorization
 from rnsf.operators.compat import UpstreamDeblurring
+from rnsf.operators.cs import WalshHadamardCS
 from rnsf.operators.identity import Denoising
 from rnsf.operators.inpainting import Inpainting
 from rnsf.operators.separable import Factor1D, SeparableOperator
@@ -76,8 +77,15 @@ def restrict(operator: LinearOperator, window: Window, height: int, width: int) 
     image. Raises `NotTileable` for operators that are not local."""
     raise NotTileable(
         f"tiling needs an operator that acts locally, and {type(operator).__name__} has no "
-        "window restriction (compressed sensing mixes all pixels); use tiling=none, or register "
-        "one with rnsf.tiling.restrict.register"
+        "window restriction; use tiling=none, or register one with rnsf.tiling.restrict.register"
+    )
+
+
+@restrict.register(WalshHadamardCS)
+def _compressed_sensing(operator, window, height, width):
+    raise NotTileable(
+        "tiling needs an operator that acts locally, and compressed sensing (cs2, cs4) mixes every "
+        "pixel with every other, so no window can be restored alone; use tiling=none"
     )
 
 
