@@ -234,3 +234,39 @@ def test_download_command_by_preset_puts_the_file_in_ddims_layout(
     monkeypatch.setitem(dl.RELEASES, path, Release(**{**known.__dict__, "file": path}))
     dl.main(["model=ddpm_cifar10_32", f"paths.checkpoint_dir={tmp_path / 'c'}", "--quiet"])
     assert (tmp_path / "c" / path).read_bytes() == data
+
+
+def test_the_512_classifier_at_random_weights(tmp_path):
+    """OpenAI's 512x512_classifier.pt through the preset: 281 keys, 54,448,360 parameters (a first
+    level at half width, attention at 32, 16 and 8 pixels = input blocks 13-14, 16-17, 19-20, an
+    8x8 attention pool), loaded strict from a file of random weights."""
+    from rnsf.denoisers.classifier import NoisyClassifier
+    from rnsf.denoisers.pretrained import load_classifier
+
+    classifier = model_config("adm_imagenet512_cond", f"paths.checkpoint_dir={tmp_path}").classifier
+    assert classifier.checkpoint == f"{tmp_path}/512x512_classifier.pt"
+    assert RELEASES[classifier.release].url.endswith("/diffusion/jul-2021/512x512_classifier.pt")
+    torch.manual_seed(0)
+    net = NoisyClassifier(**classifier.arch)
+    state = net.state_dict()
+    assert len(state) == 281
+    assert sum(p.numel() for p in net.parameters()) == 54_448_360
+    assert tuple(state["input_blocks.0.0.weight"].shape) == (64, 3, 3, 3)
+    assert tuple(state["out.2.positional_embedding"].shape) == (512, 65)
+    assert tuple(state["out.2.c_proj.weight"].shape) == (1000, 512, 1)
+    attention = {
+        int(k.split(".")[1]) for k in state if k.startswith("input_blocks.") and "qkv" in k
+    }
+    assert attention == {13, 14, 16, 17, 19, 20}
+    torch.save(state, classifier.checkpoint)
+    loaded = load_classifier(classifier.checkpoint, classifier.arch, release=classifier.release)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items())
+    del net, loaded, state
+    # reduced width and size, the 512 level structure kept: logits that depend on t
+    small = dict(classifier.arch, model_channels=64, num_head_channels=32, image_size=128,
+                 channel_mult=[0.5, 1, 1, 2, 2, 4, 4], attention_resolutions=[8, 4, 2])  # fmt: skip
+    reduced = NoisyClassifier(**small).eval()
+    x = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        a, b = reduced(x, torch.tensor([10])), reduced(x, torch.tensor([900]))
+    assert a.shape == (1, 1000) and torch.isfinite(a).all() and not torch.allclose(a, b)
