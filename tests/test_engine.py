@@ -8,6 +8,7 @@ import json
 import lightning as L
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from rnsf.data import RestorationDataModule
@@ -59,3 +60,19 @@ def test_test_loop_for_every_method(method, folder, tmp_path):
     assert metrics["n_images"] == 3 and metrics["method"] == method.name
     assert (tmp_path / "images/restored/img2.png").is_file()
     assert metrics["psnr"] > (15 if method.name == "pinv" else 25)
+
+
+def test_exact_path_turns_tf32_off_on_a_gpu():
+    """model.precision=fp32 computes float32 matmuls and convolutions in IEEE float32 on a GPU
+    too; every other precision lets them use TF32 (the flags only act on CUDA devices)."""
+    from rnsf.engine.run import set_float32_math
+
+    try:
+        set_float32_math(exact=True)
+        assert torch.backends.cuda.matmul.fp32_precision == "ieee"
+        assert torch.backends.cudnn.conv.fp32_precision == "ieee"
+        set_float32_math(exact=False)
+        assert torch.backends.cuda.matmul.fp32_precision == "tf32"
+        assert torch.backends.cudnn.conv.fp32_precision == "tf32"
+    finally:
+        set_float32_math(exact=False)

@@ -77,6 +77,15 @@ def run(cfg: DictConfig) -> dict:
         interrupt.exit_job(stop)
 
 
+def set_float32_math(exact: bool) -> None:
+    """TF32 for float32 matmuls and convolutions on a GPU, except on the exact path
+    (`model.precision=fp32`), where a GPU computes in full float32 as the CPU does."""
+    torch.set_float32_matmul_precision("high")
+    precision = "ieee" if exact else "tf32"
+    torch.backends.cuda.matmul.fp32_precision = precision
+    torch.backends.cudnn.conv.fp32_precision = precision
+
+
 def run_locked(cfg: DictConfig, out: Path) -> dict:
     route_lightning_logs()
     finished = resume.finished_job(out, cfg)  # a folder of another config stops the job here
@@ -86,7 +95,7 @@ def run_locked(cfg: DictConfig, out: Path) -> dict:
             print_summary(out, finished)
         return finished
     choices = group_choices()
-    torch.set_float32_matmul_precision("high")
+    set_float32_math(exact=cfg.model.get("precision") == "fp32")
 
     datamodule = instantiate(cfg.dataset)
     task = instantiate(cfg.task)
