@@ -13,6 +13,17 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 ROOT = Path(__file__).resolve().parents[1]
 
+#: reduced-width ADM and DDPM networks: the architectures' code paths in milliseconds
+SMALL_ADM = dict(
+    image_size=32,
+    model_channels=32,
+    channel_mult=(1, 2),
+    num_res_blocks=1,
+    attention_resolutions=(16,),
+    num_head_channels=16,
+)
+SMALL_DDPM = dict(resolution=32, ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,))
+
 
 def run_py(args: list[str], cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess:
     """`python run.py ARGS` in a subprocess: W&B offline, one-line user errors, `env` on top."""

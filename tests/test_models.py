@@ -29,18 +29,9 @@ from rnsf.denoisers.checkpoints import RELEASES, Release, load_into, read_state_
 from rnsf.utils.cli import CONF_DIR
 from rnsf.utils.errors import UserError
 
-from conftest import ROOT, run_py
+from conftest import ROOT, SMALL_ADM, SMALL_DDPM, run_py
 
 # reduced widths with every feature of the full networks (attention, up/down, skips): CPU-cheap
-SMALL_ADM = dict(
-    image_size=32,
-    model_channels=32,
-    channel_mult=(1, 2),
-    num_res_blocks=1,
-    attention_resolutions=(16,),
-    num_head_channels=16,
-)
-SMALL_DDPM = dict(resolution=32, ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,))
 
 # preset: (network, state-dict keys, parameters, {key: shape} from specs §2.4 / §3.3)
 PRESETS = {

@@ -17,15 +17,8 @@ from rnsf.denoisers.layers import GroupNorm32, full_precision
 from rnsf.denoisers.memory import auto_batch_size, fit_batch
 from rnsf.denoisers.pretrained import resolve_compile, resolve_precision
 
-SMALL_ADM = dict(
-    image_size=32,
-    model_channels=32,
-    channel_mult=(1, 2),
-    num_res_blocks=1,
-    attention_resolutions=(16,),
-    num_head_channels=16,
-)
-SMALL_DDPM = dict(resolution=32, ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,))
+from conftest import SMALL_ADM, SMALL_DDPM
+
 NETWORKS = [(ADMUNet, SMALL_ADM), (DDPMUNet, SMALL_DDPM)]
 CPU = torch.device("cpu")
 

@@ -10,33 +10,17 @@ same batch); 1.00 means the sampler adds nothing to the network's cost.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from rnsf.bench.measure import best_time
 from rnsf.denoisers import load_tiny_prior
 from rnsf.methods import DDNM, RNSF, Pinv
 from rnsf.schedules import ExpSchedule
 from rnsf.utils.cli import CONF_DIR
 from rnsf.utils.random import image_generators
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn, device, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def main() -> None:
@@ -59,7 +43,9 @@ def main() -> None:
     op, y = task.measure(x, gens())
 
     with torch.inference_mode():
-        t_net = timed(lambda: [model.eps(x, 500) for _ in range(args.steps)], device, args.repeats)
+        t_net = best_time(
+            lambda: [model.eps(x, 500) for _ in range(args.steps)], device, args.repeats
+        )
         print(f"device {device}, {x.shape[0]} images of {tuple(x.shape[1:])}, task {args.task}")
         print(f"{'method':8s} {'NFE':>4s} {'s/image':>9s} {'overhead':>9s}")
         methods = [
@@ -68,7 +54,7 @@ def main() -> None:
             RNSF(steps=args.steps, schedule=ExpSchedule()),
         ]
         for method in methods:
-            seconds = timed(
+            seconds = best_time(
                 lambda m=method: m.restore(y, op, model, gens(), sigma_y=task.sigma_model),
                 device,
                 args.repeats,
