@@ -138,12 +138,7 @@ def plot_objective(frame: pd.DataFrame, out: Path) -> Path:
     ax.plot(frame["trial"], values, "o", label="trial")
     ax.step(frame["trial"], best, where="post", label="best so far")
     ax.set(xlabel="trial", ylabel="objective (validation split)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, ax, out)
 
 
 def plot_lambda(best: dict | None, out: Path) -> Path:
@@ -159,6 +154,13 @@ def plot_lambda(best: dict | None, out: Path) -> Path:
     ax.plot(s, np.ones_like(s), "--", color="grey", label="DDNM (λ ≡ 1)")
     ax.set(xlabel="s = t / T  (sampling runs from 1 to 0)", ylabel="λ", ylim=(-0.05, 1.05))
     ax.invert_xaxis()
+    return _save(fig, ax, out)
+
+
+def _save(fig, ax, out: Path) -> Path:
+    """Grid, legend, and the figure written to `out` (and closed)."""
+    import matplotlib.pyplot as plt
+
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
