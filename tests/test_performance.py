@@ -7,12 +7,21 @@ Everything runs on the CPU at reduced widths with random weights; no test assert
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
 from torch import nn
 
-from rnsf.denoisers import ADMUNet, DDPMUNet, PretrainedDenoiser, adm, ddpm, load_tiny_prior
+from rnsf.denoisers import (
+    ADMUNet,
+    DDPMUNet,
+    PretrainedDenoiser,
+    adm,
+    ddpm,
+    load_tiny_prior,
+    pretrained,
+)
 from rnsf.denoisers.layers import GroupNorm32, full_precision
 from rnsf.denoisers.memory import auto_batch_size, fit_batch
 from rnsf.denoisers.pretrained import resolve_compile, resolve_precision
@@ -20,6 +29,10 @@ from rnsf.denoisers.pretrained import resolve_compile, resolve_precision
 from conftest import SMALL_ADM, SMALL_DDPM
 
 NETWORKS = [(ADMUNet, SMALL_ADM), (DDPMUNet, SMALL_DDPM)]
+#: inductor generates C++ on the CPU
+needs_cxx = pytest.mark.skipif(
+    not (shutil.which("g++") or shutil.which("c++")), reason="inductor needs a C++ compiler"
+)
 CPU = torch.device("cpu")
 
 
@@ -254,6 +267,96 @@ def test_compiled_network_gives_the_input_gradient_of_the_eager_one(counted_comp
     assert counted_compile[0].frame_count == 1
 
 
+def test_cuda_graph_mode_marks_each_step_and_pads_in_the_traced_layout(
+    counted_compile, monkeypatch
+):
+    """The GPU default's path (`reduce-overhead`, NHWC), run on the CPU: the step is marked
+    before each call and a short batch is padded in the traced layout."""
+    net = ADMUNet(**SMALL_ADM)
+    denoiser = PretrainedDenoiser(net, name="s", native_size=32, compile="reduce-overhead")
+    monkeypatch.setattr(denoiser, "uses_channels_last", lambda device: True)
+    marks, layouts = [], []
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    hook = net.register_forward_pre_hook(
+        lambda module, args: layouts.append(
+            args[0].is_contiguous(memory_format=torch.channels_last)
+        )
+    )
+    x, t = _inputs(3)
+    with torch.no_grad():
+        full = denoiser(x, t)
+        short = denoiser(x[:2], t[:2])
+        hook.remove()
+        eager = net(x, t)
+    torch.testing.assert_close(full, eager, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(short, eager[:2], atol=1e-5, rtol=1e-5)
+    assert short.shape[0] == 2 and len(marks) == 2 and layouts == [True, True]
+    assert counted_compile[0].frame_count == 1
+    assert denoiser.describe(CPU)["compile"] == "reduce-overhead"
+
+
+def test_gradients_through_the_auto_compiled_network_skip_cuda_graphs(counted_compile, monkeypatch):
+    """`auto` is CUDA graphs on a GPU, but a network first called for gradients (DPS) is
+    compiled without them."""
+    cuda_graphs = {"backend": "inductor", "mode": "reduce-overhead"}
+    monkeypatch.setattr(pretrained, "resolve_compile", lambda option, device: dict(cuda_graphs))
+    denoiser = PretrainedDenoiser(DDPMUNet(**SMALL_DDPM), name="s", native_size=32, compile="auto")
+    x, t = _inputs(2)
+    x.requires_grad_(True)
+    with torch.enable_grad():
+        torch.autograd.grad(denoiser(x, t).sum(), x)
+    assert denoiser.compile_mode == "default" and counted_compile[0].frame_count == 1
+
+
+@pytest.mark.slow
+@needs_cxx
+def test_inductor_runs_the_network_once_compiled_for_every_batch_and_timestep(monkeypatch):
+    """Real inductor code (C++ on the CPU) for the ADM blocks in bf16: SDPA, GroupNorm in the
+    activation dtype, the padded last batch; equal to eager autocast to bf16's accuracy, and
+    compiled once."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    counter = CompileCounterWithBackend("inductor")
+    real = torch.compile
+    monkeypatch.setattr(
+        torch, "compile", lambda model, backend, mode, dynamic: real(model, backend=counter)
+    )
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    net = ADMUNet(**SMALL_ADM)
+    denoiser = PretrainedDenoiser(net, name="s", native_size=32, precision="bf16", compile=True)
+    x, t = _inputs(3)
+    with torch.no_grad():
+        for batch, step in ((3, t), (3, t.flip(0)), (2, t[:2])):
+            out = denoiser(x[:batch], step)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                eager = net(x[:batch], step).float()
+            assert out.dtype == torch.float32 and out.shape == eager.shape
+            assert _relative(out, eager) < 0.02
+    assert counter.frame_count == 1 and denoiser.compile_seconds > 0
+    torch._dynamo.reset()
+
+
+@pytest.mark.slow
+@needs_cxx
+def test_inductor_gives_the_input_gradient_of_the_eager_network():
+    """DPS's step through real inductor code: forward and backward compiled, gradient equal to
+    the eager network's."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    net = DDPMUNet(**SMALL_DDPM)
+    denoiser = PretrainedDenoiser(net, name="s", native_size=32, compile=True)
+    x, t = _inputs(2)
+    grads = []
+    for model in (denoiser, net):
+        xx = x.clone().requires_grad_(True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(model(xx, t).square().sum(), xx)
+        grads.append(grad)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-4, rtol=1e-4)
+    torch._dynamo.reset()
+
+
 def test_bad_compile_and_precision_options_are_one_line_errors():
     from rnsf.utils.errors import UserError
 
@@ -297,6 +400,42 @@ def test_auto_batch_size_fits_the_memory_and_is_fixed_on_the_cpu():
     assert fit_batch(0.1 * gib, 80 * gib, cap=24) == 16  # powers of two
     assert auto_batch_size(None, CPU, (3, 256, 256)) == 4
     assert auto_batch_size(load_tiny_prior(), CPU, (3, 64, 64), grad=True) == 4
+
+
+def test_memory_probe_measures_one_eager_pass_and_restores_the_compile_option(monkeypatch):
+    """`batch_size=auto` on a GPU, with CUDA's memory counters simulated: one eager pass (with
+    the input gradient for DPS) at batch 2, half its peak per image, compile option restored."""
+    from rnsf.denoisers import memory
+
+    gib = 2**30
+    state = {"peak": 0, "calls": 0}
+    counters = {
+        "synchronize": lambda device=None: None,
+        "reset_peak_memory_stats": lambda device=None: state.update(peak=1 * gib),
+        "memory_allocated": lambda device=None: 1 * gib,
+        "max_memory_allocated": lambda device=None: state["peak"],
+        "mem_get_info": lambda device=None: (40 * gib, 141 * gib),
+    }
+    for name, fake in counters.items():
+        monkeypatch.setattr(torch.cuda, name, fake)
+    denoiser = PretrainedDenoiser(
+        DDPMUNet(**SMALL_DDPM), name="s", native_size=32, compile="max-autotune"
+    )
+    seen = []
+
+    def pass_(module, args, out):
+        seen.append((args[0].shape[0], torch.is_grad_enabled(), denoiser.compile))
+        state["peak"] = 1 * gib + 2 * int(2.5 * gib)  # 2.5 GiB an image
+
+    denoiser.net.register_forward_hook(pass_)
+    for grad in (False, True):
+        assert memory.memory_per_image(denoiser, CPU, (3, 32, 32), grad) == int(2.5 * gib)
+    assert seen == [(2, False, False), (2, True, False)]  # eager, batch 2
+    assert denoiser.compile == "max-autotune" and denoiser._compiled is None
+    monkeypatch.setattr(memory, "memory_per_image", lambda *args: 2.5 * gib)
+    cuda = torch.device("cuda")
+    assert memory.auto_batch_size(denoiser, cuda, (3, 32, 32)) == 8  # 8 × 2.5 ≤ 0.8 × 40
+    assert memory.auto_batch_size(None, cuda, (3, 32, 32)) == memory.CAP
 
 
 # -- the benchmark -------------------------------------------------------------------------------

@@ -194,9 +194,13 @@ class PretrainedDenoiser(Denoiser):
             )
         return self._compiled
 
+    def uses_channels_last(self, device: torch.device) -> bool:
+        """NHWC on a GPU, where cuDNN's convolutions prefer it; the CPU stays NCHW (exact)."""
+        return self.channels_last and device.type == "cuda"
+
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         device = x.device
-        if self.channels_last and device.type == "cuda":
+        if self.uses_channels_last(device):
             if not self._nhwc:
                 self.net.to(memory_format=torch.channels_last)
                 self._nhwc = True
