@@ -464,6 +464,7 @@ def test_benchmark_smoke_writes_every_table(tmp_path, capsys):
     assert [r["method"] for r in result["methods"]] == ["rnsf", "ddnm", "ddrm", "ssd"]
     (tiled,) = result["tiling"]  # mask-shift: 3 x 5 windows of the model's size
     assert tiled["windows"] == 15 and tiled["seconds_per_megapixel"] > 0
+    assert tiled["compile"] is None  # eager: no padding up to the method rows' batch
     for row in result["methods"]:
         assert row["nfe"] > 0 and row["seconds_per_image"] > 0 and row["overhead"] > 0
         assert row["default_nfe"] in (99, 100) and row["images_per_second_default"] > 0

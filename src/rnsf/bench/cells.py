@@ -238,6 +238,7 @@ def tiling_row(
     megapixels = height * width / 1e6
     return {
         "model": denoiser.name,
+        **{k: denoiser.describe(device)[k] for k in ("precision", "compile")},
         "batch": batch,
         "height": height,
         "width": width,

@@ -173,8 +173,12 @@ def run(args: argparse.Namespace) -> dict:
     result["methods"] = methods
     result["dps"] = dps
     result["tiling"] = []
-    if args.tiling_steps and key in denoisers:
-        denoiser = denoisers[key][0]
+    # eager: a network compiled for the method rows' batch would pad the tiling batch up to it
+    eager = [
+        d for (m, p, _, c), (d, _) in denoisers.items() if (m, p, c) == (key[0], key[1], False)
+    ]
+    if args.tiling_steps and eager:
+        denoiser = eager[0]
         result["tiling"].append(
             tiling_row(
                 denoiser, device, args.tiling_batch, preset.size, args.tiling_steps, repeats=1

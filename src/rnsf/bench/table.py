@@ -125,6 +125,8 @@ def markdown(result: dict) -> str:
         lines += _table(
             [
                 "mask-shift",
+                "precision",
+                "compile",
                 "batch",
                 "image",
                 "window / stride",
@@ -136,6 +138,8 @@ def markdown(result: dict) -> str:
             [
                 [
                     r["model"],
+                    r["precision"],
+                    r["compile"] or "off",
                     r["batch"],
                     f"{r['height']}x{r['width']}",
                     f"{r['window']} / {r['stride']}",
