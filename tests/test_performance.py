@@ -382,6 +382,25 @@ def test_activation_checkpointing_gives_equal_input_gradients(network, arch):
     assert all(p.grad is None for p in ckpt.parameters())
 
 
+@pytest.mark.parametrize("network, arch", NETWORKS)
+def test_checkpointed_network_compiles_once_with_the_eager_gradient(counted_compile, network, arch):
+    """`model.checkpointing` inside a compiled network (DPS under `model.compile`)."""
+    torch.manual_seed(0)
+    net = network(**arch)
+    ckpt = PretrainedDenoiser(
+        net, name="s", native_size=32, checkpointing=True, compile="aot_eager"
+    )
+    x, t = _inputs(2)
+    grads = []
+    for model in (ckpt, ckpt, net):  # the second call reuses the compiled graph
+        xx = x.clone().requires_grad_(True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(model(xx, t).square().sum(), xx)
+        grads.append(grad)
+    torch.testing.assert_close(grads[0], grads[2], atol=1e-4, rtol=1e-4)
+    assert torch.equal(grads[0], grads[1]) and counted_compile[0].frame_count == 1
+
+
 # -- the batch size ------------------------------------------------------------------------------
 def test_auto_batch_size_fits_the_memory_and_is_fixed_on_the_cpu():
     gib = 2**30
