@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -60,6 +63,20 @@ def test_demo_set_is_held_out_from_training():
     names = ImageFolder(ROOT / "src/rnsf/data/demo", None, resize="none").names
     assert len(names) == 16
     assert {n.rsplit("_", 2)[0] for n in names} == set(DEMO_PHOTOS)
+
+
+def test_held_out_photos_are_written_whole_and_were_never_trained_on(tmp_path):
+    from rnsf.data.photos import HELD_OUT_PHOTOS, load_photo
+
+    assert set(DEMO_PHOTOS) <= set(HELD_OUT_PHOTOS)
+    assert not set(HELD_OUT_PHOTOS) & set(TRAIN_PHOTOS)
+    out = tmp_path / "photos"
+    subprocess.run([sys.executable, "-m", "rnsf.data.photos", str(out)], check=True)
+    folder = ImageFolder(out, 128, resize="center_crop")
+    assert folder.names == sorted(HELD_OUT_PHOTOS)
+    motorcycle = np.asarray(Image.open(out / "motorcycle.png"))
+    assert motorcycle.shape == (500, 741, 3)
+    assert np.array_equal(motorcycle, load_photo("motorcycle"))
 
 
 def test_demo_images_are_reproducible_from_the_photos():

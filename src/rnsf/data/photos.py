@@ -3,11 +3,15 @@
 The built-in prior trains on `TRAIN_PHOTOS`; `DEMO_PHOTOS` are held out and cut into the demo set
 (`make_demo_images`). Every photo loads offline: scikit-image's bundled data, scikit-learn's
 sample images and matplotlib's sample data.
+
+`python -m rnsf.data.photos DIR` writes the whole photos the prior never saw (`HELD_OUT_PHOTOS`)
+to DIR as PNGs: a small folder dataset of real photos (`dataset=folder dataset.root=DIR`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -35,6 +39,10 @@ TRAIN_PHOTOS: tuple[str, ...] = (
     "cat",
     "horse",
 )
+
+#: every photo the prior never saw: the demo's sources and scikit-image's stereo motorcycle
+#: (left view)
+HELD_OUT_PHOTOS: tuple[str, ...] = (*DEMO_PHOTOS, "motorcycle")
 
 #: short side of a demo photo after resizing; demo crops are DEMO_CROP pixels square
 DEMO_SHORT_SIDE = 128
@@ -70,10 +78,17 @@ def _matplotlib(filename: str) -> Callable[[], np.ndarray]:
     return load
 
 
+def _motorcycle() -> np.ndarray:
+    from skimage import data
+
+    return data.stereo_motorcycle()[0]
+
+
 _LOADERS: dict[str, Callable[[], np.ndarray]] = {
     "china": _sklearn("china.jpg"),
     "flower": _sklearn("flower.jpg"),
     "grace_hopper": _matplotlib("grace_hopper.jpg"),
+    "motorcycle": _motorcycle,
 }
 
 
@@ -107,3 +122,25 @@ def make_demo_images() -> dict[str, np.ndarray]:
                 y, x = top + r * DEMO_CROP, left + c * DEMO_CROP
                 crops[f"{name}_{r}_{c}"] = array[y : y + DEMO_CROP, x : x + DEMO_CROP].copy()
     return crops
+
+
+def write_held_out_photos(out: Path) -> list[Path]:
+    """`HELD_OUT_PHOTOS`, whole and as loaded, as `<name>.png` in `out`."""
+    from PIL import Image
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in HELD_OUT_PHOTOS:
+        path = out / f"{name}.png"
+        Image.fromarray(load_photo(name)).save(path)
+        paths.append(path)
+    return paths
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m rnsf.data.photos DIR   (writes the held-out photos to DIR)")
+    for written in write_held_out_photos(Path(sys.argv[1])):
+        print(written)
