@@ -1,7 +1,7 @@
 """The matrix of bad inputs and awkward files through `python run.py`: every user error is one
 line and exit status 2 with nothing written; every odd but valid file is restored correctly.
 
-The rows of issue 11's table and what pins each (the job-folder lock and the signals are in
+Each awkward input and what pins it (the job-folder lock and the signals are in
 test_lock.py / test_interrupt.py):
 - 16-bit grey PNG, RGBA PNG, EXIF orientation: test_16_bit_alpha_and_exif_files_reach_the_job_…
   here, and one test per case in test_images.py (16-bit RGB, palette, LA, CMYK, float too);
