@@ -7,6 +7,7 @@ Everything runs on the CPU at reduced widths with random weights; no test assert
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -493,3 +494,29 @@ def test_benchmark_smoke_writes_every_table(tmp_path, capsys):
         assert row["seconds_per_image_1000"] > 0 and row["peak_memory_gib_per_image"] is None
     printed = capsys.readouterr().out
     assert "| model | precision | batch | compile |" in printed and "| DPS |" in printed
+
+
+@pytest.mark.slow
+def test_gpu_check_script_runs_the_gpu_tests_and_says_when_there_is_no_gpu(tmp_path):
+    """`benchmarks/gpu_check.sh` without a GPU: the versions and the (skipped) GPU tests are
+    written, the benchmark is refused with its reason, and the exit status counts it."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU the script runs the whole benchmark")
+    out = tmp_path / "check"
+    proc = subprocess.run(
+        ["bash", str(ROOT / "benchmarks/gpu_check.sh"), str(out)],
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "no CUDA device: the benchmark is skipped" in proc.stdout
+    assert f"torch {torch.__version__}" in (out / "versions.txt").read_text()
+    log = (out / "test_gpu.log").read_text()
+    assert "skipped" in log and "needs a CUDA GPU" in log and "failed" not in log

@@ -1,0 +1,131 @@
+"""The GPU defaults on a GPU: CUDA graphs, bf16, channels-last, the memory probe, the job.
+
+Every test here needs a CUDA device and is skipped without one (CI has none). On a GPU machine,
+`benchmarks/gpu_check.sh` runs them with the benchmark. They check what the CPU suite can only
+simulate (`tests/test_performance.py`): that the compiled network in its GPU mode gives what the
+eager one gives, compiles once, and hands out outputs that the next call does not overwrite.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from rnsf.denoisers import ADMUNet, DDPMUNet, PretrainedDenoiser
+from rnsf.denoisers.memory import CAP, auto_batch_size, memory_per_image
+
+from conftest import SMALL_ADM, SMALL_DDPM, run_py
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+CUDA = torch.device("cuda")
+
+
+def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def _inputs(batch: int):
+    gen = torch.Generator(device=CUDA).manual_seed(0)
+    x = torch.randn(batch, 3, 32, 32, device=CUDA, generator=gen)
+    t = torch.tensor([10, 300, 600, 990][:batch], device=CUDA)
+    return x, t
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def test_auto_is_bf16_with_cuda_graphs_and_matches_eager_autocast():
+    """`model.compile=auto model.precision=auto`: CUDA graphs, NHWC, bf16; one compilation
+    for new timesteps and a short last batch; each output survives the next call."""
+    torch.manual_seed(0)
+    net = ADMUNet(**SMALL_ADM).to(CUDA)
+    denoiser = PretrainedDenoiser(net, name="s", native_size=32, precision="auto", compile="auto")
+    x, t = _inputs(3)
+    outputs = []
+    with torch.no_grad():
+        for batch, step in ((3, t), (3, t.flip(0)), (3, t), (2, t[:2])):
+            out = denoiser(x[:batch], step)
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                eager = net(x[:batch], step).float()
+            assert out.dtype == torch.float32 and out.shape == eager.shape
+            assert _relative(out, eager) < 0.02
+            outputs.append((out, out.clone()))
+    for out, copy in outputs:  # CUDA graphs reuse their output buffers: ours are copies
+        assert torch.equal(out, copy)
+    info = denoiser.describe(CUDA)
+    assert info["precision"] == "bf16" and info["compile"] == "reduce-overhead"
+    assert info["compile_seconds"] > 0 and denoiser._nhwc
+    assert denoiser._batch == 3  # traced once, at the first batch's size
+
+
+def test_fp32_eager_on_the_gpu_matches_the_cpu():
+    """The exact path (`model.precision=fp32 model.compile=false`, TF32 off as a job sets it)."""
+    from rnsf.engine.run import set_float32_math
+
+    torch.manual_seed(0)
+    net = DDPMUNet(**SMALL_DDPM)
+    x, t = _inputs(2)
+    with torch.no_grad():
+        cpu = PretrainedDenoiser(net, name="s", native_size=32)(x.cpu(), t.cpu())
+        set_float32_math(exact=True)
+        try:
+            gpu = PretrainedDenoiser(net.to(CUDA), name="s", native_size=32)(x, t)
+        finally:
+            set_float32_math(exact=False)
+    assert _relative(gpu.cpu(), cpu) < 1e-5
+
+
+def test_gradient_through_the_auto_compiled_network_matches_eager():
+    """DPS's step on the GPU: compiled without CUDA graphs, the input gradient of eager's."""
+    torch.manual_seed(0)
+    net = DDPMUNet(**SMALL_DDPM).to(CUDA)
+    denoiser = PretrainedDenoiser(net, name="s", native_size=32, precision="fp32", compile="auto")
+    x, t = _inputs(2)
+    grads = []
+    for model in (denoiser, denoiser, net):
+        xx = x.clone().requires_grad_(True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(model(xx, t).square().sum(), xx)
+        grads.append(grad)
+    assert denoiser.compile_mode == "default"
+    assert _relative(grads[0], grads[2]) < 1e-3 and torch.equal(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_memory_probe_measures_the_network_and_picks_a_power_of_two(grad):
+    denoiser = PretrainedDenoiser(ADMUNet(**SMALL_ADM), name="s", native_size=32, compile="auto")
+    per_image = memory_per_image(denoiser, CUDA, (3, 32, 32), grad)
+    assert per_image > 0 and denoiser.compile == "auto" and denoiser._compiled is None
+    batch = auto_batch_size(denoiser, CUDA, (3, 32, 32), grad=grad)
+    assert batch in {2**k for k in range(CAP.bit_length())} and batch <= CAP
+    if grad:  # the input gradient keeps the activations: more memory than a forward
+        assert per_image > memory_per_image(denoiser, CUDA, (3, 32, 32), False)
+
+
+@pytest.mark.slow
+def test_default_job_on_the_gpu_is_bf16_compiled_and_as_good_as_the_exact_path(tmp_path):
+    """`python run.py` on a GPU with the built-in prior in the pretrained presets' defaults
+    (`auto`: bf16, CUDA graphs) records them and restores the demo set within 0.05 dB of the
+    exact fp32 eager path (the same CUDA noise for both)."""
+    results = {}
+    for name, extra in (
+        ("fast", ["model.precision=auto", "model.compile=auto"]),
+        ("exact", []),  # model=tiny's own default
+    ):
+        out = tmp_path / name
+        proc = run_py(["logger=csv", f"hydra.run.dir={out}", *extra])
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        results[name] = json.loads((out / "metrics.json").read_text())
+    fast, exact = results["fast"], results["exact"]
+    assert fast["device"].startswith("cuda") and fast["batch_size"] == 16
+    assert (fast["precision"], fast["compile"]) == ("bf16", "reduce-overhead")
+    assert fast["compile_seconds"] > 0
+    assert (exact["precision"], exact["compile"]) == ("fp32", None)
+    assert abs(fast["psnr"] - exact["psnr"]) < 0.05
+    assert exact["psnr"] > 24.5  # the CPU's figure is 25.86 dB; CUDA generators draw other noise
