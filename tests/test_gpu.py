@@ -40,6 +40,23 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
+@pytest.fixture
+def exact_math():
+    """Full float32 (no TF32) for a test, as a job on the exact path sets it; restored after."""
+    from rnsf.engine.run import set_float32_math
+
+    saved = (
+        torch.get_float32_matmul_precision(),
+        torch.backends.cuda.matmul.fp32_precision,
+        torch.backends.cudnn.conv.fp32_precision,
+    )
+    set_float32_math(exact=True)
+    yield
+    torch.set_float32_matmul_precision(saved[0])
+    torch.backends.cuda.matmul.fp32_precision = saved[1]
+    torch.backends.cudnn.conv.fp32_precision = saved[2]
+
+
 def test_auto_is_bf16_with_cuda_graphs_and_matches_eager_autocast():
     """`model.compile=auto model.precision=auto`: CUDA graphs, NHWC, bf16; one compilation
     for new timesteps and a short last batch; each output survives the next call."""
@@ -54,7 +71,7 @@ def test_auto_is_bf16_with_cuda_graphs_and_matches_eager_autocast():
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 eager = net(x[:batch], step).float()
             assert out.dtype == torch.float32 and out.shape == eager.shape
-            assert _relative(out, eager) < 0.02
+            assert _relative(out, eager) < 0.03  # bf16 both; other fusions and roundings
             outputs.append((out, out.clone()))
     for out, copy in outputs:  # CUDA graphs reuse their output buffers: ours are copies
         assert torch.equal(out, copy)
@@ -64,24 +81,18 @@ def test_auto_is_bf16_with_cuda_graphs_and_matches_eager_autocast():
     assert denoiser._batch == 3  # traced once, at the first batch's size
 
 
-def test_fp32_eager_on_the_gpu_matches_the_cpu():
+def test_fp32_eager_on_the_gpu_matches_the_cpu(exact_math):
     """The exact path (`model.precision=fp32 model.compile=false`, TF32 off as a job sets it)."""
-    from rnsf.engine.run import set_float32_math
-
     torch.manual_seed(0)
     net = DDPMUNet(**SMALL_DDPM)
     x, t = _inputs(2)
     with torch.no_grad():
         cpu = PretrainedDenoiser(net, name="s", native_size=32)(x.cpu(), t.cpu())
-        set_float32_math(exact=True)
-        try:
-            gpu = PretrainedDenoiser(net.to(CUDA), name="s", native_size=32)(x, t)
-        finally:
-            set_float32_math(exact=False)
-    assert _relative(gpu.cpu(), cpu) < 1e-5
+        gpu = PretrainedDenoiser(net.to(CUDA), name="s", native_size=32)(x, t)
+    assert _relative(gpu.cpu(), cpu) < 1e-4  # TF32 would give ~1e-3
 
 
-def test_gradient_through_the_auto_compiled_network_matches_eager():
+def test_gradient_through_the_auto_compiled_network_matches_eager(exact_math):
     """DPS's step on the GPU: compiled without CUDA graphs, the input gradient of eager's."""
     torch.manual_seed(0)
     net = DDPMUNet(**SMALL_DDPM).to(CUDA)
