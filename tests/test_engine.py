@@ -4,6 +4,7 @@ autograd there)."""
 from __future__ import annotations
 
 import json
+import os
 
 import lightning as L
 import numpy as np
@@ -76,3 +77,25 @@ def test_exact_path_turns_tf32_off_on_a_gpu():
         assert torch.backends.cudnn.conv.fp32_precision == "tf32"
     finally:
         set_float32_math(exact=False)
+
+
+def test_compiled_kernels_go_to_the_shared_cache_unless_the_user_chose_one(monkeypatch, tmp_path):
+    """paths.compile_cache_dir replaces torch's default (which importing Lightning already put
+    in the environment), never a TORCHINDUCTOR_CACHE_DIR of the user's; null keeps the default."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    from rnsf.engine.run import use_compile_cache
+
+    for before in (None, default_cache_dir()):
+        if before is None:
+            monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+        else:
+            monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", before)
+        use_compile_cache(str(tmp_path / "cache"))
+        assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "cache")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    use_compile_cache(str(tmp_path / "cache"))
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    use_compile_cache(None)
+    assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -27,7 +29,7 @@ from rnsf.denoisers.layers import GroupNorm32, full_precision
 from rnsf.denoisers.memory import auto_batch_size, fit_batch
 from rnsf.denoisers.pretrained import resolve_compile, resolve_precision
 
-from conftest import SMALL_ADM, SMALL_DDPM
+from conftest import ROOT, SMALL_ADM, SMALL_DDPM
 
 NETWORKS = [(ADMUNet, SMALL_ADM), (DDPMUNet, SMALL_DDPM)]
 #: inductor generates C++ on the CPU
@@ -500,11 +502,6 @@ def test_benchmark_smoke_writes_every_table(tmp_path, capsys):
 def test_gpu_check_script_runs_the_gpu_tests_and_says_when_there_is_no_gpu(tmp_path):
     """`benchmarks/gpu_check.sh` without a GPU: the versions and the (skipped) GPU tests are
     written, the benchmark is refused with its reason, and the exit status counts it."""
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-
     if torch.cuda.is_available():
         pytest.skip("on a GPU the script runs the whole benchmark")
     out = tmp_path / "check"
@@ -520,3 +517,31 @@ def test_gpu_check_script_runs_the_gpu_tests_and_says_when_there_is_no_gpu(tmp_p
     assert f"torch {torch.__version__}" in (out / "versions.txt").read_text()
     log = (out / "test_gpu.log").read_text()
     assert "skipped" in log and "needs a CUDA GPU" in log and "failed" not in log
+
+
+@pytest.mark.slow
+@needs_cxx
+def test_a_compiled_job_fills_the_shared_kernel_cache(tmp_path):
+    """`model.compile=true` through run.py: inductor's kernels land in paths.compile_cache_dir,
+    where the next job finds them; metrics.json records the mode and the compile time."""
+    cache = tmp_path / "kernels"
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "run.py"),
+            "debug=tiny",
+            "logger=csv",
+            "model.compile=true",
+            f"paths.compile_cache_dir={cache}",
+            f"hydra.run.dir={tmp_path / 'job'}",
+        ],
+        env={**env, "WANDB_MODE": "disabled"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (cache / "fxgraph").is_dir() and any((cache / "fxgraph").rglob("*"))
+    metrics = json.loads((tmp_path / "job/metrics.json").read_text())
+    assert metrics["compile"] == "default" and metrics["compile_seconds"] > 0

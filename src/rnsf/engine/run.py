@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 import warnings
 from pathlib import Path
@@ -86,6 +87,19 @@ def set_float32_math(exact: bool) -> None:
     torch.backends.cudnn.conv.fp32_precision = precision
 
 
+def use_compile_cache(folder: str | None) -> None:
+    """Inductor's and Triton's compiled kernels go to `folder` (`paths.compile_cache_dir`), so
+    that the jobs of a sweep, and the nodes that share the folder, reuse them: only the first job
+    pays the full compilation. An explicit TORCHINDUCTOR_CACHE_DIR is left as it is."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    # importing Lightning already sets the variable to torch's default: that one is not the user's
+    if folder and os.environ.get("TORCHINDUCTOR_CACHE_DIR", default_cache_dir()) == (
+        default_cache_dir()
+    ):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(folder).expanduser().resolve())
+
+
 def run_locked(cfg: DictConfig, out: Path) -> dict:
     route_lightning_logs()
     finished = resume.finished_job(out, cfg)  # a folder of another config stops the job here
@@ -96,6 +110,7 @@ def run_locked(cfg: DictConfig, out: Path) -> dict:
         return finished
     choices = group_choices()
     set_float32_math(exact=cfg.model.get("precision") == "fp32")
+    use_compile_cache(cfg.paths.get("compile_cache_dir"))
 
     datamodule = instantiate(cfg.dataset)
     task = instantiate(cfg.task)
