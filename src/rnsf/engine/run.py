@@ -91,12 +91,13 @@ def use_compile_cache(folder: str | None) -> None:
     """Inductor's and Triton's compiled kernels go to `folder` (`paths.compile_cache_dir`), so
     that the jobs of a sweep, and the nodes that share the folder, reuse them: only the first job
     pays the full compilation. An explicit TORCHINDUCTOR_CACHE_DIR is left as it is."""
-    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    try:  # importing Lightning already sets the variable to torch's default: not the user's
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
-    # importing Lightning already sets the variable to torch's default: that one is not the user's
-    if folder and os.environ.get("TORCHINDUCTOR_CACHE_DIR", default_cache_dir()) == (
-        default_cache_dir()
-    ):
+        torch_default = default_cache_dir()
+    except ImportError:  # a torch without this helper: only an unset variable is replaced
+        torch_default = None
+    if folder and os.environ.get("TORCHINDUCTOR_CACHE_DIR", torch_default) == torch_default:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(folder).expanduser().resolve())
 
 
