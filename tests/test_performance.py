@@ -523,25 +523,31 @@ def test_gpu_check_script_runs_the_gpu_tests_and_says_when_there_is_no_gpu(tmp_p
 @needs_cxx
 def test_a_compiled_job_fills_the_shared_kernel_cache(tmp_path):
     """`model.compile=true` through run.py: inductor's kernels land in paths.compile_cache_dir,
-    where the next job finds them; metrics.json records the mode and the compile time."""
+    where the next job finds them; metrics.json records the mode and the compile time. A job
+    that compiles nothing leaves no cache folder behind."""
     cache = tmp_path / "kernels"
     env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "run.py"),
-            "debug=tiny",
-            "logger=csv",
-            "model.compile=true",
-            f"paths.compile_cache_dir={cache}",
-            f"hydra.run.dir={tmp_path / 'job'}",
-        ],
-        env={**env, "WANDB_MODE": "disabled"},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+
+    def job(name: str, *overrides: str) -> dict:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "run.py"),
+                "debug=tiny",
+                "logger=csv",
+                f"paths.compile_cache_dir={cache}",
+                f"hydra.run.dir={tmp_path / name}",
+                *overrides,
+            ],
+            env={**env, "WANDB_MODE": "disabled"},
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return json.loads((tmp_path / name / "metrics.json").read_text())
+
+    assert job("eager")["compile"] is None and not cache.exists()
+    metrics = job("compiled", "model.compile=true")
     assert (cache / "fxgraph").is_dir() and any((cache / "fxgraph").rglob("*"))
-    metrics = json.loads((tmp_path / "job/metrics.json").read_text())
     assert metrics["compile"] == "default" and metrics["compile_seconds"] > 0

@@ -111,7 +111,6 @@ def run_locked(cfg: DictConfig, out: Path) -> dict:
         return finished
     choices = group_choices()
     set_float32_math(exact=cfg.model.get("precision") == "fp32")
-    use_compile_cache(cfg.paths.get("compile_cache_dir"))
 
     datamodule = instantiate(cfg.dataset)
     task = instantiate(cfg.task)
@@ -169,6 +168,8 @@ def run_locked(cfg: DictConfig, out: Path) -> dict:
         if denoiser is not None
         else {"precision": None, "compile": None, "compile_seconds": None}
     )
+    if info["compile"]:  # set before the trainer starts any other rank
+        use_compile_cache(cfg.paths.get("compile_cache_dir"))
     distributed.check_world_size(len(datamodule.dataset), trainer.world_size)
     start = time.perf_counter()
     try:
