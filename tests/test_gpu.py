@@ -105,7 +105,7 @@ def test_gradient_through_the_auto_compiled_network_matches_eager(exact_math):
             (grad,) = torch.autograd.grad(model(xx, t).square().sum(), xx)
         grads.append(grad)
     assert denoiser.compile_mode == "default"
-    assert _relative(grads[0], grads[2]) < 1e-3 and torch.equal(grads[0], grads[1])
+    assert _relative(grads[0], grads[2]) < 1e-3 and _relative(grads[0], grads[1]) < 1e-6
 
 
 @pytest.mark.parametrize("grad", [False, True])
