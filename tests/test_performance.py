@@ -494,8 +494,15 @@ def test_benchmark_smoke_writes_every_table(tmp_path, capsys):
     for row in result["dps"]:
         assert row["steps_run"] == 2 and row["forwards_per_step"] > 0
         assert row["seconds_per_image_1000"] > 0 and row["peak_memory_gib_per_image"] is None
+    warm = result["compile_cache"]  # the compiled row again, its kernels in the cache
+    assert (warm["model"], warm["batch"], warm["compile"]) == ("adm_imagenet256", 2, "eager")
+    assert warm["cold_seconds"] > 0 and warm["warm_seconds"] > 0
+    assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ or os.path.isdir(
+        os.environ["TORCHINDUCTOR_CACHE_DIR"]
+    )  # the benchmark's own cache is gone with the environment entry it set
     printed = capsys.readouterr().out
     assert "| model | precision | batch | compile |" in printed and "| DPS |" in printed
+    assert "from the cache (a sweep's next job)" in printed
 
 
 @pytest.mark.slow

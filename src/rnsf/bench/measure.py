@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -26,6 +29,22 @@ def best_time(fn: Callable[[], object], device: torch.device, repeats: int) -> f
         sync(device)
         best = min(best, time.perf_counter() - start)
     return best
+
+
+@contextlib.contextmanager
+def fresh_compile_cache() -> Iterator[str]:
+    """An empty kernel cache (TORCHINDUCTOR_CACHE_DIR, Triton's too) for the duration, so that
+    compile times are cold ones; removed afterwards, the environment restored."""
+    saved = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    with tempfile.TemporaryDirectory(prefix="rnsf_bench_kernels_") as folder:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = folder
+        try:
+            yield folder
+        finally:
+            if saved is None:
+                os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+            else:
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = saved
 
 
 def reset_peak(device: torch.device) -> None:

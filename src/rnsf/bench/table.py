@@ -151,4 +151,12 @@ def markdown(result: dict) -> str:
                 for r in result["tiling"]
             ],
         )
+    warm = result.get("compile_cache")
+    if warm:
+        lines += [
+            "",
+            f"compilation of {warm['model']} ({warm['precision']}, batch {warm['batch']}, "
+            f"{warm['compile']}): {_fmt(warm['cold_seconds'], '.1f')} s into an empty kernel "
+            f"cache, {_fmt(warm['warm_seconds'], '.1f')} s from the cache (a sweep's next job)",
+        ]
     return "\n".join(lines)
