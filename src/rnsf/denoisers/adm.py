@@ -17,7 +17,7 @@ Departures from upstream that do not change any weight or output:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -198,6 +198,41 @@ class AttentionBlock(nn.Module):
         return (flat + h).reshape(batch, channels, *spatial)
 
 
+def encoder_blocks(
+    in_channels: int,
+    model_channels: int,
+    channel_mult: Sequence[float],
+    num_res_blocks: int,
+    attention_ds: set[int],
+    res: Callable[..., ResBlock],
+    attn: Callable[[int], AttentionBlock],
+    resblock_updown: bool,
+    conv_resample: bool,
+) -> tuple[nn.ModuleList, list[int], int]:
+    """guided-diffusion's `input_blocks`, shared by the UNet and the classifier's encoder: the
+    stem, then per level `num_res_blocks` ResBlocks (with attention at the downsampling factors
+    in `attention_ds`) and a downsampling block between levels. Returns the blocks, each block's
+    output channels (the UNet's skip connections) and the downsampling factor reached."""
+    ch = int(channel_mult[0] * model_channels)
+    blocks = nn.ModuleList([EmbedSequential(nn.Conv2d(in_channels, ch, 3, padding=1))])
+    channels = [ch]
+    ds = 1
+    for level, mult in enumerate(channel_mult):
+        for _ in range(num_res_blocks):
+            layers: list[nn.Module] = [res(ch, int(mult * model_channels))]
+            ch = int(mult * model_channels)
+            if ds in attention_ds:
+                layers.append(attn(ch))
+            blocks.append(EmbedSequential(*layers))
+            channels.append(ch)
+        if level != len(channel_mult) - 1:
+            down = res(ch, down=True) if resblock_updown else Downsample(ch, conv_resample)
+            blocks.append(EmbedSequential(down))
+            channels.append(ch)
+            ds *= 2
+    return blocks, channels, ds
+
+
 class ADMUNet(nn.Module):
     """guided-diffusion's `UNetModel` (2-D), ε-prediction with optional learned variance.
 
@@ -257,31 +292,27 @@ class ADMUNet(nn.Module):
         if num_classes is not None:
             self.label_emb = nn.Embedding(num_classes, emb_dim)
 
-        ch = int(channel_mult[0] * model_channels)
-        stem = nn.Conv2d(in_channels, ch, 3, padding=1)
-        self.input_blocks = nn.ModuleList([EmbedSequential(stem)])
-        skip_channels = [ch]
-        ds = 1
-        for level, mult in enumerate(channel_mult):
-            for _ in range(num_res_blocks):
-                layers: list[nn.Module] = [res(ch, int(mult * model_channels))]
-                ch = int(mult * model_channels)
-                if ds in attention_ds:
-                    layers.append(attn(ch, num_heads))
-                self.input_blocks.append(EmbedSequential(*layers))
-                skip_channels.append(ch)
-            if level != self.levels - 1:
-                down = res(ch, down=True) if resblock_updown else Downsample(ch, conv_resample)
-                self.input_blocks.append(EmbedSequential(down))
-                skip_channels.append(ch)
-                ds *= 2
+        self.input_blocks, skip_channels, ds = encoder_blocks(
+            in_channels,
+            model_channels,
+            channel_mult,
+            num_res_blocks,
+            attention_ds,
+            res,
+            lambda ch: attn(ch, num_heads),
+            resblock_updown,
+            conv_resample,
+        )
+        ch = skip_channels[-1]
 
         self.middle_block = EmbedSequential(res(ch), attn(ch, num_heads), res(ch))
 
         self.output_blocks = nn.ModuleList()
         for level, mult in reversed(list(enumerate(channel_mult))):
             for i in range(num_res_blocks + 1):
-                layers = [res(ch + skip_channels.pop(), int(mult * model_channels))]
+                layers: list[nn.Module] = [
+                    res(ch + skip_channels.pop(), int(mult * model_channels))
+                ]
                 ch = int(mult * model_channels)
                 if ds in attention_ds:
                     layers.append(attn(ch, heads_up))

@@ -22,10 +22,10 @@ from torch.nn import functional as F
 
 from rnsf.denoisers.adm import (
     AttentionBlock,
-    Downsample,
     EmbedSequential,
     ResBlock,
     _norm,
+    encoder_blocks,
     timestep_embedding,
 )
 from rnsf.denoisers.layers import full_precision
@@ -111,22 +111,18 @@ class NoisyClassifier(nn.Module):
         self.time_embed = nn.Sequential(
             nn.Linear(model_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
         )
-        ch = int(channel_mult[0] * model_channels)
-        self.input_blocks = nn.ModuleList(
-            [EmbedSequential(nn.Conv2d(in_channels, ch, 3, padding=1))]
+        self.input_blocks, channels, ds = encoder_blocks(
+            in_channels,
+            model_channels,
+            channel_mult,
+            num_res_blocks,
+            attention_ds,
+            res,
+            attn,
+            resblock_updown,
+            conv_resample,
         )
-        ds = 1
-        for level, mult in enumerate(channel_mult):
-            for _ in range(num_res_blocks):
-                layers: list[nn.Module] = [res(ch, int(mult * model_channels))]
-                ch = int(mult * model_channels)
-                if ds in attention_ds:
-                    layers.append(attn(ch))
-                self.input_blocks.append(EmbedSequential(*layers))
-            if level != len(channel_mult) - 1:
-                down = res(ch, down=True) if resblock_updown else Downsample(ch, conv_resample)
-                self.input_blocks.append(EmbedSequential(down))
-                ds *= 2
+        ch = channels[-1]
         self.middle_block = EmbedSequential(res(ch), attn(ch), res(ch))
         self.out = nn.Sequential(
             _norm(ch),
