@@ -4,6 +4,8 @@ from rnsf.methods.base import Callback, Method, Pinv, StepInfo
 from rnsf.methods.ddnm import DDNM, RNSF
 from rnsf.methods.ddrm import DDRM
 from rnsf.methods.dps import DPS
+from rnsf.methods.pigdm import PiGDM
+from rnsf.methods.reddiff import REDDiff
 from rnsf.methods.ssd import SSD, SSDPlus
 
 __all__ = [
@@ -14,7 +16,9 @@ __all__ = [
     "SSD",
     "Callback",
     "Method",
+    "PiGDM",
     "Pinv",
+    "REDDiff",
     "SSDPlus",
     "StepInfo",
 ]
