@@ -144,7 +144,9 @@ def method_row(
     repeats: int,
     task_name: str = "sr4",
 ) -> dict:
-    """Seconds per image of a restoration and its overhead over the bare forward passes."""
+    """Seconds per image of a restoration, its overhead over the bare forward passes and its
+    peak memory per image (a method with `needs_grad`, ΠGDM, back-propagates through the
+    network at every step)."""
     cfg, task, operator, y, gens = restore_inputs(task_name, batch, size, device, name)
     method = instantiate(compose_config(f"method={name}", f"method.steps={steps}").method)
     default_nfe = instantiate(cfg.method).nfe  # the method's default steps (100)
@@ -152,8 +154,10 @@ def method_row(
     def restore():
         method.restore(y, operator, denoiser, gens(), sigma_y=task.sigma_model)
 
+    reset_peak(device)
     with torch.no_grad():
         seconds = best_time(restore, device, repeats)
+    peak = peak_gib(device)
     per_image = seconds / batch
     return {
         "method": name,
@@ -167,6 +171,7 @@ def method_row(
         "default_nfe": default_nfe,
         "seconds_per_image_default": per_image * default_nfe / method.nfe,
         "images_per_second_default": method.nfe / (per_image * default_nfe),
+        "peak_memory_gib_per_image": None if peak is None else peak / batch,
     }
 
 

@@ -28,7 +28,9 @@ from rnsf.utils.cli import CONF_DIR
 PRESETS = sorted(
     p.stem for p in (CONF_DIR / "model").glob("*.yaml") if p.stem not in ("tiny", "diffusers")
 )
-METHODS = ["rnsf", "ddnm", "ddrm", "ssd", "dps"]
+METHODS = ["rnsf", "ddnm", "ddrm", "ssd", "pigdm", "reddiff", "dps"]
+#: methods that back-propagate through the network: run at --dps-batch on the eager network
+GRADIENT_METHODS = ("pigdm",)
 
 #: what --smoke changes: CPU, reduced widths at 32², tiny grids, the `eager` compile backend
 SMOKE = dict(
@@ -65,9 +67,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     p.add_argument("--method-model", default="adm_imagenet256")
     p.add_argument("--method-batch", type=int, default=32)
-    p.add_argument("--steps", type=int, default=30, help="steps of rnsf, ddnm, ddrm, ssd")
+    p.add_argument(
+        "--steps", type=int, default=30, help="steps of rnsf, ddnm, ddrm, ssd, pigdm, reddiff"
+    )
     p.add_argument("--dps-steps", type=int, default=10, help="DPS steps run (of 1,000)")
-    p.add_argument("--dps-batch", type=int, default=8)
+    p.add_argument("--dps-batch", type=int, default=8, help="batch of dps and pigdm")
     p.add_argument("--tiling-steps", type=int, default=10, help="mask-shift DDNM steps (0: off)")
     p.add_argument("--tiling-batch", type=int, default=4, help="images of 2x3 windows' size")
     p.add_argument("--repeats", type=int, default=3)
@@ -151,16 +155,23 @@ def _measure(args: argparse.Namespace) -> dict:
     key = (args.method_model, default_precision, args.method_batch, True)
     if key not in denoisers:
         key = (args.method_model, default_precision, args.method_batch, False)
+    eager = (args.method_model, default_precision, args.method_batch, False)
     for name in args.methods:
         if name == "dps" or key not in denoisers:
             continue
         denoiser, seconds = denoisers[key]
+        batch = args.method_batch
+        if name in GRADIENT_METHODS:  # a backward pass per step: DPS's batch, eager network
+            if eager not in denoisers:
+                continue
+            (denoiser, seconds), batch = denoisers[eager], args.dps_batch
+            seconds *= batch / args.method_batch  # the forward's time per image, at this batch
         methods.append(
             method_row(
                 name,
                 denoiser,
                 device,
-                args.method_batch,
+                batch,
                 preset.size,
                 args.steps,
                 seconds,
@@ -168,7 +179,6 @@ def _measure(args: argparse.Namespace) -> dict:
             )
         )
     if "dps" in args.methods:
-        eager = (args.method_model, default_precision, args.method_batch, False)
         denoiser = denoisers[eager][0] if eager in denoisers else None
         if denoiser is not None:
             for checkpointing in (False, True):

@@ -75,6 +75,7 @@ def markdown(result: dict) -> str:
                 "overhead",
                 "s/image at default NFE",
                 "images/s at default NFE",
+                "peak GiB per image",
             ],
             [
                 [
@@ -89,6 +90,7 @@ def markdown(result: dict) -> str:
                     r["overhead"],
                     f"{_fmt(r['seconds_per_image_default'])} ({r['default_nfe']})",
                     r["images_per_second_default"],
+                    r.get("peak_memory_gib_per_image"),
                 ]
                 for r in result["methods"]
             ],
