@@ -448,12 +448,12 @@ def test_daps_runs_on_compressed_sensing_and_old_photo(small_set):
         Task("cs4", WalshHadamardCS(4)),
         Task("oldphoto", Composition([AverageSR(2), Colorization(), RandomInpainting(0.8)])),
     ):
-        out, op, y = restore(DAPS(steps=3, langevin_steps=10), task, small_set[:1], GaussianPrior())
+        out, _, _ = restore(DAPS(steps=3, langevin_steps=10), task, small_set[:1], GaussianPrior())
         assert out.shape == (1, 3, 32, 32) and torch.isfinite(out).all()
 
 
 def test_diffpir_runs_on_compressed_sensing_and_refuses_operators_without_svd(small_set):
-    out, op, y = restore(
+    out, _, _ = restore(
         DiffPIR(steps=5), Task("cs4", WalshHadamardCS(4)), small_set[:1], GaussianPrior()
     )
     assert torch.isfinite(out).all()
