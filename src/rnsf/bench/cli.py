@@ -28,7 +28,7 @@ from rnsf.utils.cli import CONF_DIR
 PRESETS = sorted(
     p.stem for p in (CONF_DIR / "model").glob("*.yaml") if p.stem not in ("tiny", "diffusers")
 )
-METHODS = ["rnsf", "ddnm", "ddrm", "ssd", "dps"]
+METHODS = ["rnsf", "ddnm", "ddrm", "ssd", "dps", "diffpir", "daps"]
 
 #: what --smoke changes: CPU, reduced widths at 32², tiny grids, the `eager` compile backend
 SMOKE = dict(
