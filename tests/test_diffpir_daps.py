@@ -329,12 +329,13 @@ def test_daps_annealing_and_ode_grids():
     assert DAPS().lr_at(0, 1.0) == 1.0
     assert DAPS().lr_at(199, 1.0) == pytest.approx(0.01985, abs=1e-5)
     assert DAPS(variant="legacy").lr_at(199, 1.0) == pytest.approx(0.01495, abs=1e-5)
-    assert DAPS().nfe == 1000
+    assert DAPS().nfe == 1000 and DAPS().levels == 200
+    assert DAPS(steps=5).nfe == 5 and DAPS(steps=7).nfe == 5 and DAPS(steps=30).levels == 6
 
 
 def test_daps_calls_the_network_five_times_per_level_and_never_in_langevin(small_set):
     prior = Counting(0.0, 0.5)
-    method = DAPS(steps=3, langevin_steps=7)
+    method = DAPS(steps=15, langevin_steps=7)
     restore(method, Task("sr4", BicubicSR(4)), small_set[:1], prior)
     assert len(prior.calls) == method.nfe == 15
     want = [c_noise(s) for k in range(3) for s in ode_sigmas(method.sigmas[k])[:-1]]
@@ -407,7 +408,7 @@ def test_daps_never_differentiates_through_the_network(small_set):
     assert not DAPS.needs_grad
     with torch.enable_grad():
         out, _, _ = restore(
-            DAPS(steps=2, langevin_steps=3), Task("sr4", BicubicSR(4)), small_set[:1], NoGrad()
+            DAPS(steps=10, langevin_steps=3), Task("sr4", BicubicSR(4)), small_set[:1], NoGrad()
         )
     assert not out.requires_grad
 
@@ -415,12 +416,12 @@ def test_daps_never_differentiates_through_the_network(small_set):
 # -- both: operators, batches, tiling, known answers ---------------------------------------------
 METHODS = {
     "diffpir": lambda: DiffPIR(steps=10),
-    "daps": lambda: DAPS(steps=10, langevin_steps=30),
+    "daps": lambda: DAPS(steps=50, langevin_steps=30),
 }
 #: fewer steps where only the wiring matters
 FAST = {
     "diffpir": lambda: DiffPIR(steps=6),
-    "daps": lambda: DAPS(steps=4, langevin_steps=8),
+    "daps": lambda: DAPS(steps=20, langevin_steps=8),
 }
 
 
@@ -448,7 +449,7 @@ def test_daps_runs_on_compressed_sensing_and_old_photo(small_set):
         Task("cs4", WalshHadamardCS(4)),
         Task("oldphoto", Composition([AverageSR(2), Colorization(), RandomInpainting(0.8)])),
     ):
-        out, _, _ = restore(DAPS(steps=3, langevin_steps=10), task, small_set[:1], GaussianPrior())
+        out, _, _ = restore(DAPS(steps=15, langevin_steps=10), task, small_set[:1], GaussianPrior())
         assert out.shape == (1, 3, 32, 32) and torch.isfinite(out).all()
 
 

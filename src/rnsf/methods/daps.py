@@ -89,11 +89,12 @@ def is_box_mask(operator: LinearOperator) -> bool:
 
 @dataclass(kw_only=True)
 class DAPS(Method):
-    """`steps` annealing levels N with `ode_steps` network calls each (DAPS-1K: 200 × 5), then
-    `langevin_steps` Langevin steps of rate `lr` (null: 5e-5 for box inpainting, 1e-4 otherwise)
-    decaying to about `lr_min_ratio` lr, likelihood scale `tau`; `variant` `main` or `legacy`."""
+    """`steps` network evaluations: N = `steps` // `ode_steps` annealing levels (at least one)
+    with `ode_steps` calls each (DAPS-1K: 1000 = 200 × 5); at each level `langevin_steps`
+    Langevin steps of rate `lr` (null: 5e-5 for box inpainting, 1e-4 otherwise) decaying to about
+    `lr_min_ratio` lr, likelihood scale `tau`; `variant` `main` or `legacy`."""
 
-    steps: int = 200
+    steps: int = 1000
     ode_steps: int = 5
     sigma_max: float = 100.0
     sigma_min: float = 0.1
@@ -108,7 +109,7 @@ class DAPS(Method):
     name: str = field(default="daps", init=False)
     supports_known = True  # the overlap constraint after each Langevin run
     config_schema: ClassVar[dict] = {
-        "steps": Int(1, 10000),
+        "steps": Int(1, 100000),
         "ode_steps": Int(1, 1000),
         "sigma_max": Float(0.0, open_low=True),
         "sigma_min": Float(0.0, open_low=True),
@@ -130,11 +131,15 @@ class DAPS(Method):
                 f"method.sigma_max={self.sigma_max} must exceed method.sigma_min={self.sigma_min}"
                 " > 0"
             )
-        self.sigmas = annealing_sigmas(self.steps, self.sigma_max, self.sigma_min, self.variant)
+        if self.ode_steps < 1:
+            raise ValueError(f"method.ode_steps must be >= 1, got {self.ode_steps}")
+        #: annealing levels N (`steps` not a multiple of `ode_steps` is rounded down)
+        self.levels = max(1, self.steps // self.ode_steps)
+        self.sigmas = annealing_sigmas(self.levels, self.sigma_max, self.sigma_min, self.variant)
 
     @property
     def nfe(self) -> int:
-        return self.steps * self.ode_steps
+        return self.levels * self.ode_steps
 
     def step_size(self, operator: LinearOperator) -> float:
         if self.lr is not None:
@@ -147,7 +152,7 @@ class DAPS(Method):
     def lr_at(self, k: int, lr: float) -> float:
         """η_k from the base rate `lr`: linear decay by r_k = k / (N + 1) (`main`,
         DA:sampler.py L73; DA:cores/mcmc.py L174-180) or k / N (`legacy`, DL:sampler.py L346)."""
-        r = k / (self.steps + 1) if self.variant == "main" else k / self.steps
+        r = k / (self.levels + 1) if self.variant == "main" else k / self.levels
         return lr * (1 + r * (self.lr_min_ratio - 1))
 
     # -- the three parts of one annealing step ---------------------------------------------
@@ -187,7 +192,7 @@ class DAPS(Method):
 
         x = self.sigmas[0] * noise()  # x_T = σ_max z
         x0y = x
-        for k in range(self.steps):
+        for k in range(self.levels):
             sigma, sigma_next = self.sigmas[k], self.sigmas[k + 1]
             with torch.no_grad():
                 x0 = self.ode_x0(denoiser, x, sigma)
