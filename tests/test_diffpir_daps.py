@@ -500,3 +500,22 @@ def instantiate_method(args):
     if "method=diffpir" in args:
         return DiffPIR(steps=5)
     return DAPS(steps=5)
+
+
+def test_diffpir_tiled_windows_keep_their_tasks_settings():
+    """A window of a tiled restoration is a generic separable operator: SR windows (y at most
+    half the side) take SR's ζ, blur windows (y smaller by the kernel's halo) the deblurring one."""
+    from rnsf.methods.diffpir import task_kind
+    from rnsf.tiling.grid import plan
+    from rnsf.tiling.restrict import restrict
+
+    window = plan(128, 128, 64, 32, "row")[1]
+    for operator, kind in (
+        (BicubicSR(4), "sr"),
+        (AverageSR(2), "sr"),
+        (GaussianBlur(3.0, 9), "other"),
+    ):
+        restricted = restrict(operator, window, 128, 128).operator
+        y = restricted.A(torch.zeros(1, 3, 64, 64))
+        shrinks = all(2 * m <= 64 for m in y.shape[-2:])
+        assert task_kind(restricted, shrinks) == kind

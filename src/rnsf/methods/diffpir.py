@@ -37,7 +37,7 @@ from rnsf.diffusion import NUM_TIMESTEPS
 from rnsf.methods.base import Method, StepInfo
 from rnsf.operators.base import LinearOperator, SVDOperator
 from rnsf.operators.inpainting import Inpainting
-from rnsf.operators.separable import AverageSR, BicubicSR
+from rnsf.operators.separable import AverageSR, BicubicSR, SeparableOperator
 from rnsf.utils.errors import UserError
 from rnsf.utils.random import randn
 from rnsf.utils.schema import Choice, Float, Int
@@ -75,11 +75,15 @@ def diffpir_timesteps(
     return [num_timesteps - 1 - s for s in seq]
 
 
-def task_kind(operator: LinearOperator) -> str:
-    """Which upstream script's (λ, ζ) an operator takes: inpainting, sr, or other."""
+def task_kind(operator: LinearOperator, shrinks: bool = False) -> str:
+    """Which upstream script's (λ, ζ) an operator takes: inpainting, sr (also a separable
+    operator that `shrinks` the image by 2 or more: an SR window of a tiled restoration), or
+    other."""
     if isinstance(operator, Inpainting):
         return "inpainting"
     if isinstance(operator, (BicubicSR, AverageSR)):
+        return "sr"
+    if shrinks and isinstance(operator, SeparableOperator):
         return "sr"
     return "other"
 
@@ -139,9 +143,9 @@ class DiffPIR(Method):
         """One call per visited timestep; `output: x0` skips the last (its x̂₀ is unused)."""
         return len(self.timesteps) - (self.output == "x0")
 
-    def settings(self, operator: LinearOperator) -> tuple[float, float]:
+    def settings(self, operator: LinearOperator, shrinks: bool = False) -> tuple[float, float]:
         """(λ, ζ) for `operator`: the configured values, else the official ones of its task."""
-        lam, zeta = DEFAULTS[task_kind(operator)]
+        lam, zeta = DEFAULTS[task_kind(operator, shrinks)]
         return (
             float(self.lam) if self.lam is not None else lam,
             float(self.zeta) if self.zeta is not None else zeta,
@@ -157,14 +161,17 @@ class DiffPIR(Method):
                 f"diffpir needs an operator with an SVD for its proximal step, and "
                 f"{type(operator).__name__} has none: use method=daps or ddnm"
             )
-        lam, zeta = self.settings(operator)
+        x_shape = operator.x_shape(y.shape)
+        # an SR window of a tiled restoration measures at most half its side (a blur's, all but
+        # the kernel's halo)
+        shrinks = all(2 * m <= n for m, n in zip(y.shape[-2:], x_shape[-2:], strict=True))
+        lam, zeta = self.settings(operator, shrinks)
         abar32 = denoiser.alphas_cumprod(torch.float32, "cpu")
         rho = rho_table(abar32, lam, sigma_y).tolist()
         abar = abar32.double()
         root = abar.sqrt().tolist()  # √ᾱ_t at t + 1
         root_1m = (1 - abar).sqrt().tolist()
         beta = (1 - abar[1:] / abar[:-1]).tolist()  # β_t at t
-        x_shape = operator.x_shape(y.shape)
 
         def noise():
             return randn(x_shape[1:], generators, y.device, y.dtype)
