@@ -388,6 +388,7 @@ def test_daps_nan_reset_is_per_image():
         x0, x0.nan_to_num(), Denoising(), 1.0, 1e-4, lambda: randn((3, 8, 8), gens, "cpu")
     )
     assert torch.isfinite(out).all() and out[1].abs().sum() > 0
+    assert torch.equal(out[0], torch.zeros_like(out[0]))  # upstream zeroes the whole batch
 
 
 def test_daps_step_size_per_task():
@@ -519,3 +520,14 @@ def test_diffpir_tiled_windows_keep_their_tasks_settings():
         y = restricted.A(torch.zeros(1, 3, 64, 64))
         shrinks = all(2 * m <= 64 for m in y.shape[-2:])
         assert task_kind(restricted, shrinks) == kind
+
+
+def test_analytic_priors_take_float_timesteps():
+    """DAPS hands the network a float timestep; the analytic priors interpolate log ᾱ."""
+    prior = GaussianPrior(0.1, 0.4)
+    x = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    at = {t: prior(x, torch.tensor([t])) for t in (500, 501)}
+    assert torch.allclose(prior(x, torch.tensor([500.0])), at[500], atol=1e-6)
+    half = prior(x, torch.tensor([500.5]))
+    low, high = torch.minimum(at[500], at[501]), torch.maximum(at[500], at[501])
+    assert ((half >= low - 1e-6) & (half <= high + 1e-6)).all() and not torch.equal(half, at[500])
