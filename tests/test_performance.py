@@ -483,13 +483,14 @@ def test_benchmark_smoke_writes_every_table(tmp_path, capsys):
             assert row["seconds"] > 0 and row["tflops"] > 0 and row["pct_ceiling"] > 0
             assert row["peak_memory_gib"] is None  # CPU
             assert (row["compile_seconds"] is None) == (row["compile"] is None)
-    assert [r["method"] for r in result["methods"]] == ["rnsf", "ddnm", "ddrm", "ssd"]
+    methods = ["rnsf", "ddnm", "ddrm", "ssd", "diffpir", "daps"]
+    assert [r["method"] for r in result["methods"]] == methods
     (tiled,) = result["tiling"]  # mask-shift: 3 x 5 windows of the model's size
     assert tiled["windows"] == 15 and tiled["seconds_per_megapixel"] > 0
     assert tiled["compile"] is None  # eager: no padding up to the method rows' batch
     for row in result["methods"]:
         assert row["nfe"] > 0 and row["seconds_per_image"] > 0 and row["overhead"] > 0
-        assert row["default_nfe"] in (99, 100) and row["images_per_second_default"] > 0
+        assert row["default_nfe"] in (99, 100, 1000) and row["images_per_second_default"] > 0
     assert [r["checkpointing"] for r in result["dps"]] == [False, True]
     for row in result["dps"]:
         assert row["steps_run"] == 2 and row["forwards_per_step"] > 0
