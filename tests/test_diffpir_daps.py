@@ -208,8 +208,9 @@ def test_upstream_fft_prox_is_the_dense_solve_of_the_circular_operator(sf):
 
 def test_float32_prox_holds_at_tiny_rho_where_upstreams_form_breaks():
     """ρ = 7e-7 (λ = 7, t = 999, σ_y = 0.05) and 3e-10 (the σ_y = 0 floor): the SVD prox in
-    float32 stays within 1e-3 of float64 (relative to the largest value), while upstream's FFT
-    subtraction form in float32 is off by more than the image's range at 3e-10 (specs D6)."""
+    float32 stays within 1e-5 of float64 (relative to the largest value; measured 6e-7), while
+    upstream's FFT subtraction form in float32 is off by more than the image's range at 3e-10
+    (measured 21; specs D6)."""
     g = torch.Generator().manual_seed(0)
     x = torch.rand(1, 3, 64, 64, generator=g, dtype=torch.float64) * 2 - 1
     x0 = torch.rand(1, 3, 64, 64, generator=g, dtype=torch.float64) * 2 - 1
@@ -218,7 +219,7 @@ def test_float32_prox_holds_at_tiny_rho_where_upstreams_form_breaks():
         for rho in (7e-7, 3e-10):
             exact = prox(op, x0, y, rho)
             single = prox(op, x0.float(), y.float(), rho).double()
-            assert ((single - exact).abs().max() / exact.abs().max()).item() < 1e-3
+            assert ((single - exact).abs().max() / exact.abs().max()).item() < 1e-5
     kernel = GaussianBlur(3.0, 19).kernel()
     kernel = kernel[:, None] * kernel[None, :]
     y = circular(x[0, 0], kernel, 1)
