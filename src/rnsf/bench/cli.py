@@ -28,7 +28,7 @@ from rnsf.utils.cli import CONF_DIR
 PRESETS = sorted(
     p.stem for p in (CONF_DIR / "model").glob("*.yaml") if p.stem not in ("tiny", "diffusers")
 )
-METHODS = ["rnsf", "ddnm", "ddrm", "ssd", "pigdm", "reddiff", "dps"]
+METHODS = ["rnsf", "ddnm", "ddrm", "ssd", "reddiff", "diffpir", "daps", "pigdm", "dps"]
 #: methods that back-propagate through the network: run at --dps-batch on the eager network
 GRADIENT_METHODS = ("pigdm",)
 
