@@ -88,7 +88,7 @@ def test_noiseless_unit_gaussian_range_is_a_point_mass_at_y(task_name):
     """N(0, I) prior, σ_y = 0: on the range the posterior has variance 0 and A(mean) = y; on
     the null space it is the prior, N(0, 1)."""
     prior = GaussianPrior(mean=0.0, std=1.0)
-    task, operator, y = measurement(task_name, 0.0, prior)
+    _, operator, y = measurement(task_name, 0.0, prior)
     post = exact_posterior(operator, y, prior, 0.0)
     assert (post.var[post.in_range] == 0).all() and (post.var[~post.in_range] == 1).all()
     assert (post.mean[~post.in_range] == 0).all()
@@ -162,9 +162,7 @@ def test_ddnm_null_space_matches_its_predicted_spread(task_name, sigma):
     k = int((~exact_posterior(operator, y, prior, 0.0).in_range).sum())
     v = ddnm_null_variance(method, p)
     assert 0.5 < v < 1  # the recursion predicts a visible shortfall at 20 steps
-    assert abs(cell.stats["var_ratio_null"] - v / p**2) <= FIVE_SIGMA * math.sqrt(
-        2 / ((n - 1) * k)
-    )
+    assert abs(cell.stats["var_ratio_null"] - v / p**2) <= FIVE_SIGMA * math.sqrt(2 / ((n - 1) * k))
     assert n * cell.stats["mean_error_null"] ** 2 * p**2 / v <= 1 + FIVE_SIGMA * math.sqrt(2 / k)
     c = 2 * norm.cdf(norm.ppf(0.5 + LEVEL / 2) * p / math.sqrt(v)) - 1
     assert abs(cell.stats["coverage_null"] - c) <= FIVE_SIGMA * math.sqrt(c * (1 - c) / (n * k))

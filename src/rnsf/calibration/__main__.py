@@ -27,8 +27,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m rnsf.calibration", description=__doc__.split("\n\n")[1].strip()
     )
     parser.add_argument(
-        "--methods", nargs="+", help="default: those of pinv ddnm rnsf ddrm dps ssd pigdm "
-        "diffpir reddiff daps that have a config"
+        "--methods",
+        nargs="+",
+        help="default: those of pinv ddnm rnsf ddrm dps ssd pigdm "
+        "diffpir reddiff daps that have a config",
     )
     parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS))
     parser.add_argument(

@@ -84,7 +84,7 @@ def run_cell(
             with torch.no_grad():
                 x_hat = method.restore(ys, operator, prior, generators, sigma_y=task.sigma_model)
             chunks.append(operator.Vt(x_hat.detach().double()))
-    except Exception as err:  # noqa: BLE001 - reported as the row, the table goes on
+    except Exception as err:  # reported as the row, the table goes on
         cell.failed = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         return cell
     cell.seconds = time.perf_counter() - start

@@ -43,7 +43,7 @@ def calibration_stats(z: torch.Tensor, posterior: SpectralPosterior) -> dict[str
     half = torch.where(var > 0, half, torch.full_like(half, POINT_MASS_TOL * p))
     inside = ((z - mean).abs() <= half).double().mean(0)
     out = {}
-    for name, where in zip(SUBSPACES, (posterior.in_range[0], ~posterior.in_range[0])):
+    for name, where in zip(SUBSPACES, (posterior.in_range[0], ~posterior.in_range[0]), strict=True):
         if not where.any():
             out.update({f"{k}_{name}": math.nan for k in ("mean_error", "var_ratio", "coverage")})
             continue

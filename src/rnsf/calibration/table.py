@@ -80,7 +80,7 @@ def figure(cells: list[Cell], path: Path) -> None:
 
     data = frame(cells)
     data = data[data["note"] == ""]
-    cases = list(dict.fromkeys(zip(data["task"], data["sigma"])))
+    cases = list(dict.fromkeys(zip(data["task"], data["sigma"], strict=True)))
     methods = list(dict.fromkeys(data["method"]))
     if not cases:
         return
