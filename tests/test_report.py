@@ -238,3 +238,13 @@ def test_report_modules_import_each_other_without_a_cycle():
         ready = [m for m in imports if m not in order and imports[m] <= set(order)]
         assert ready, f"import cycle among {sorted(set(imports) - set(order))}"
         order += sorted(ready)
+
+
+def test_later_baselines_sit_after_the_paper_baselines_and_before_rnsf(tmp_path):
+    """ΠGDM, DiffPIR, RED-diff and DAPS-1K, in the order of their papers, after the paper's
+    baselines; RNSF, the paper's method, stays last."""
+    root = tmp_path / "sweep"
+    for i, method in enumerate(["rnsf", "daps", "reddiff", "ddnm", "diffpir", "pigdm", "pinv"]):
+        job(root, str(i), method=method, schedule="exp" if method == "rnsf" else None)
+    labels = list(paper_table(collect([root])).index.get_level_values(0))
+    assert labels == ["A†y", "DDNM", "ΠGDM", "DiffPIR", "RED-diff", "DAPS-1K", "RNSF (exp)"]
