@@ -25,6 +25,7 @@ from rnsf.calibration.setup import build_method, build_task
 from rnsf.calibration.stats import LEVEL
 from rnsf.denoisers import GaussianPrior
 from rnsf.utils.cli import CONF_DIR, group_options
+from rnsf.utils.errors import UserError
 from rnsf.utils.random import image_generators
 
 TASKS = ["sr4", "inpaint_box", "colorization"]
@@ -245,3 +246,15 @@ def test_refused_pairs_keep_their_row_and_the_command_writes_table_and_figure(tm
         seed=0,
     )
     assert refused.refused and "\n" not in refused.refused and "SVD" in refused.refused
+
+
+def test_a_method_of_your_own_joins_by_config_name_or_import_path(tmp_path):
+    """A `method/` config in a folder of the user's own (`--searchpath`), or a class by its
+    import path, is built as `run.py` builds it, and its steps are capped like the package's."""
+    (tmp_path / "method").mkdir()
+    (tmp_path / "method" / "mine.yaml").write_text("_target_: rnsf.methods.DDNM\nsteps: 50\n")
+    mine = build_method("mine", 10, [tmp_path])
+    assert type(mine).__name__ == "DDNM" and mine.steps == 10 and mine.nfe == 10
+    assert type(build_method("rnsf.methods.Pinv", 10)).__name__ == "Pinv"
+    with pytest.raises(UserError, match="unknown method 'nope'"):
+        build_method("nope", 10)
