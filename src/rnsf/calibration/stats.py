@@ -38,7 +38,7 @@ def calibration_stats(z: torch.Tensor, posterior: SpectralPosterior) -> dict[str
     p = posterior.prior_std
     mean, var = posterior.mean[0], posterior.var[0]
     sample_mean = z.mean(0)
-    sample_var = z.var(0, unbiased=True) if n > 1 else torch.zeros_like(sample_mean)
+    sample_var = z.var(0, correction=1) if n > 1 else torch.zeros_like(sample_mean)
     half = norm.ppf(0.5 + LEVEL / 2) * var.sqrt()
     half = torch.where(var > 0, half, torch.full_like(half, POINT_MASS_TOL * p))
     inside = ((z - mean).abs() <= half).double().mean(0)
