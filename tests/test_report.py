@@ -238,3 +238,45 @@ def test_report_modules_import_each_other_without_a_cycle():
         ready = [m for m in imports if m not in order and imports[m] <= set(order)]
         assert ready, f"import cycle among {sorted(set(imports) - set(order))}"
         order += sorted(ready)
+
+
+def test_later_baselines_sit_after_the_paper_baselines_and_before_rnsf(tmp_path):
+    """ΠGDM, DiffPIR, RED-diff and DAPS-1K, in the order of their papers, after the paper's
+    baselines; RNSF, the paper's method, stays last."""
+    root = tmp_path / "sweep"
+    for i, method in enumerate(["rnsf", "daps", "reddiff", "ddnm", "diffpir", "pigdm", "pinv"]):
+        job(root, str(i), method=method, schedule="exp" if method == "rnsf" else None)
+    labels = list(paper_table(collect([root])).index.get_level_values(0))
+    assert labels == ["A†y", "DDNM", "ΠGDM", "DiffPIR", "RED-diff", "DAPS-1K", "RNSF (exp)"]
+
+
+@pytest.mark.slow
+def test_every_method_of_the_comparison_lands_in_one_table(tmp_path):
+    """`run.py -m method=pinv,ddnm,rnsf,ddrm,dps,ssd,pigdm,diffpir,reddiff,daps debug=tiny`
+    (those of them that have a config), then the report: one table, one row per method, in
+    the report's order."""
+    from rnsf.report.collect import method_label
+    from rnsf.report.tables import METHOD_ORDER
+    from rnsf.utils.cli import group_options
+
+    wanted = ["pinv", "ddnm", "rnsf", "ddrm", "dps", "ssd", "pigdm", "diffpir", "reddiff", "daps"]
+    methods = [m for m in wanted if m in group_options("method")]
+    sweep = tmp_path / "sweep"
+    args = ["-m", f"method={','.join(methods)}", "debug=tiny", "save_images=false"]
+    done = run_py([*args, f"hydra.sweep.dir={sweep}"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = subprocess.run(
+        [sys.executable, "-m", "rnsf.report", str(sweep)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert f"{len(methods)} jobs" in report.stdout
+    assert [p.name for p in (sweep / "report").glob("table_*.csv")] == ["table_demo.csv"]
+    table = pd.read_csv(sweep / "report" / "table_demo.csv")
+    order = sorted(methods, key=METHOD_ORDER.index)
+    expected = [method_label(m, "exp" if m == "rnsf" else None) for m in order]
+    assert list(table["label"]) == expected
+    assert (table["N"] == 2).all()

@@ -48,6 +48,10 @@ DISPLAY_NAMES = {
     "dps": "DPS",
     "ssd": "SSD",
     "ssd_plus": "SSD+",
+    "pigdm": "ΠGDM",
+    "diffpir": "DiffPIR",
+    "reddiff": "RED-diff",
+    "daps": "DAPS-1K",
 }
 
 

@@ -7,7 +7,20 @@ import pandas as pd
 from rnsf.report.collect import METRICS, method_label
 
 #: row order of the paper's tables
-METHOD_ORDER = ["pinv", "dps", "ddrm", "ddnm", "ssd", "ssd_plus", "rnsf"]
+METHOD_ORDER = [
+    "pinv",
+    "dps",
+    "ddrm",
+    "ddnm",
+    "ssd",
+    "ssd_plus",
+    # the later baselines, in the order of their papers (2023, 2023, 2024, 2025)
+    "pigdm",
+    "diffpir",
+    "reddiff",
+    "daps",
+    "rnsf",
+]
 DECIMALS = {"psnr": 2, "ssim": 4, "lpips": 4, "fid": 2, "kid": 4}
 HEADERS = {
     "psnr": "PSNR↑",
