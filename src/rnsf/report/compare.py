@@ -27,6 +27,7 @@ import pandas as pd
 import yaml
 
 from rnsf.report.collect import find_metrics, record, task_rank
+from rnsf.report.compare_html import data_uri, write_html
 from rnsf.report.tables import METHOD_ORDER
 from rnsf.utils.errors import UserError
 
@@ -397,6 +398,25 @@ def _inset(fig, ax, patch: np.ndarray, crop, reference: tuple[int, int]) -> None
         spine.set_linewidth(0.8)
 
 
+def page_data(comparison: Comparison) -> dict:
+    """What the page shows: column headers, and for each image its PNGs, PSNRs and region."""
+    first = comparison.jobs[0]
+    images = []
+    for name, crop in zip(comparison.names, comparison.crops, strict=True):
+        height, width = read_image(first.image("restored", name)).shape[:2]
+        cells = [
+            {"src": data_uri(path), "psnr": psnr}
+            for path, psnr in zip(comparison.paths(name), comparison.psnr(name), strict=True)
+        ]
+        index = int(first.per_image.at[name, "index"])
+        images.append(
+            {"name": name, "index": index, "width": width, "height": height, "crop": crop}
+            | {"cells": cells}
+        )
+    title = f"{comparison.task} · {comparison.dataset}"
+    return {"title": title, "columns": [c for c, _ in comparison.columns()], "images": images}
+
+
 # -- the files --------------------------------------------------------------------------------
 def write_compare(
     paths,
@@ -409,8 +429,6 @@ def write_compare(
 ) -> list[Path]:
     """`compare.png`, `.pdf` and `.html` in `out` for the jobs under `paths`; with several
     tasks or datasets, one set per task (`compare_<task>.*`, `compare_<dataset>_<task>.*`)."""
-    from rnsf.report.compare_html import write_html
-
     if width_in <= 0:
         raise UserError(f"--width-in {width_in} must be positive (inches; 7.0 fits two columns)")
     groups = group_jobs(load_jobs(paths))
@@ -429,7 +447,7 @@ def write_compare(
             stem = f"{STEM}_{comparison.dataset}_{task}" if len(datasets) > 1 else f"{STEM}_{task}"
         png, pdf, html = (out / f"{stem}.{ext}" for ext in ("png", "pdf", "html"))
         draw(comparison, png, pdf, width_in)
-        write_html(comparison, html)
+        write_html(page_data(comparison), html)
         written += [png, pdf, html]
     return written
 

@@ -15,34 +15,15 @@ from importlib.resources import files
 from pathlib import Path
 
 from rnsf.engine.outputs import atomic_write_text
-from rnsf.report.compare import Comparison, read_image
 
 
 def data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def page_data(comparison: Comparison) -> dict:
-    """What the page shows: column headers, and for each image its PNGs, PSNRs and region."""
-    first = comparison.jobs[0]
-    images = []
-    for name, crop in zip(comparison.names, comparison.crops, strict=True):
-        height, width = read_image(first.image("restored", name)).shape[:2]
-        cells = [
-            {"src": data_uri(path), "psnr": psnr}
-            for path, psnr in zip(comparison.paths(name), comparison.psnr(name), strict=True)
-        ]
-        index = int(first.per_image.at[name, "index"])
-        images.append(
-            {"name": name, "index": index, "width": width, "height": height, "crop": crop}
-            | {"cells": cells}
-        )
-    title = f"{comparison.task} · {comparison.dataset}"
-    return {"title": title, "columns": [c for c, _ in comparison.columns()], "images": images}
-
-
-def write_html(comparison: Comparison, path: Path) -> Path:
-    data = page_data(comparison)
+def write_html(data: dict, path: Path) -> Path:
+    """The page for `data` (`rnsf.report.compare.page_data`: the title, the column headers and,
+    for each image, its cells' PNG data URIs and PSNRs, its size and its region)."""
     template = files("rnsf.report").joinpath("compare_page.html").read_text()
     # inside <script type="application/json"> only "</" could end the element early
     payload = json.dumps(data).replace("</", "<\\/")
