@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -334,8 +335,11 @@ def draw(comparison: Comparison, png: Path, pdf: Path, width_in: float = 7.0) ->
 
     columns = comparison.columns()
     ncol, nrow = len(columns), len(comparison.names)
-    gap, header, band = 0.03, 0.28, 0.13  # inches: between panels, the headers, the labels
+    gap, band = 0.03, 1.6 * FONT_PT / 72  # inches: between panels, the labels under them
     panel_w = (width_in - gap * (ncol - 1)) / ncol
+    chars = max(8, int(panel_w * 72 / (0.55 * FONT_PT)))  # a header's line fits its panel
+    titles = [textwrap.fill(title, chars) for title, _ in columns]
+    header = 0.05 + max(t.count("\n") + 1 for t in titles) * 1.3 * FONT_PT / 72
     rows = [[read_image(p) for p in comparison.paths(n)] for n in comparison.names]
     first = rows[0][1]
     panel_h = panel_w * first.shape[0] / first.shape[1]
@@ -355,18 +359,26 @@ def draw(comparison: Comparison, png: Path, pdf: Path, width_in: float = 7.0) ->
             crop = comparison.crops[r]
             psnr = comparison.psnr(name)
             bottom = height_in - header - (r + 1) * (panel_h + band + gap) + band
-            for c, ((title, _), image) in enumerate(zip(columns, images, strict=True)):
+            for c, (title, image) in enumerate(zip(titles, images, strict=True)):
                 left = c * (panel_w + gap)
                 box = [left / width_in, bottom / height_in, panel_w / width_in]
                 ax = fig.add_axes([*box, panel_h / height_in])
                 ax.imshow(image, interpolation="none")
                 ax.set_axis_off()
                 if r == 0:
-                    ax.set_title(title, fontsize=FONT_PT, pad=2, wrap=True)
+                    ax.set_title(title, fontsize=FONT_PT, pad=2)
                 label = f"{psnr[c]:.2f} dB" if psnr[c] is not None else ""
                 if c == 0:
                     label = f"#{int(comparison.jobs[0].per_image.at[name, 'index'])} {name}"
-                ax.text(0.5, -0.03, label, transform=ax.transAxes, ha="center", va="top")
+                ax.annotate(
+                    label,
+                    (0.5, 0),
+                    xycoords="axes fraction",
+                    xytext=(0, -1.5),
+                    textcoords="offset points",
+                    ha="center",
+                    va="top",
+                )
                 x, y, w, h = _scaled(crop, image, reference)
                 ax.add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False, ec="#ffd400", lw=0.8))
                 _inset(fig, ax, image[y : y + h, x : x + w], crop, reference)
