@@ -295,6 +295,12 @@ def test_page_in_headless_chromium(sweep, tmp_path):
         assert shown().startswith("DDNM") and zooms(0) == {state}  # flipping keeps the zoom
         assert zooms(1) == {"1.000000,0.500000,0.500000"}  # another image has its own
         driver.save_screenshot(str(tmp_path / "page.png"))
-        assert Image.open(tmp_path / "page.png").size[0] > 0
+        # the main viewer is painted: DDNM's pixels, magnified, fill its box
+        box = main_view.rect
+        painted = np.asarray(Image.open(tmp_path / "page.png").convert("RGB"), dtype=float)[
+            int(box["y"]) + 2 : int(box["y"] + box["height"]) - 2,
+            int(box["x"]) + 2 : int(box["x"] + box["width"]) - 2,
+        ]
+        assert painted.size > 0 and painted.std() > 5 and (painted.mean(axis=-1) < 250).all()
     finally:
         driver.quit()
