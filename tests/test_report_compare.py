@@ -16,6 +16,7 @@ from rnsf.report.compare import (
     auto_crop,
     choose_images,
     group_jobs,
+    inset_corner,
     load_jobs,
     write_compare,
 )
@@ -142,6 +143,15 @@ def test_auto_crop_finds_the_planted_difference():
     assert x <= 5 and x + w >= 15 and y <= 40 and y + h >= 50
     # no difference at all: the centre
     assert auto_crop([clean, clean]) == (18, 26, 12, 12)
+
+
+def test_inset_corner_covers_least_of_the_region():
+    # (right, bottom) on a 64×64 image, an inset of half its side
+    assert inset_corner((4, 4, 16, 16), (64, 64), 0.5, 0.5) == (True, True)
+    assert inset_corner((44, 40, 16, 16), (64, 64), 0.5, 0.5) == (False, False)
+    assert inset_corner((40, 4, 16, 16), (64, 64), 0.5, 0.5) == (False, True)
+    # a region across the centre, more of it up and left: the bottom-right corner covers least
+    assert inset_corner((20, 22, 16, 16), (64, 64), 0.5, 0.5) == (True, True)
 
 
 def test_cli_writes_png_pdf_html(sweep, tmp_path, capsys):

@@ -7,7 +7,7 @@ and, for each task of each dataset, writes `compare.png`, `compare.pdf` and `com
 - one row per chosen image; columns: the measurement as the job saved it (the picture of y),
   each job in the tables' row order (named by what differs between the jobs: method, steps,
   seed, …) with its PSNR on that image, and the ground truth when there is one;
-- the same region of every column magnified in an inset, in the corner away from the region;
+- the same region of every column magnified in an inset, in the corner that hides least of it;
 - the images: `images=[…]` (indices as in per_image.csv), or the median image by the baseline's
   PSNR, then the best and the worst by the method of interest's PSNR.
 
@@ -387,9 +387,26 @@ def draw(comparison: Comparison, png: Path, pdf: Path, width_in: float = 7.0) ->
         plt.close(fig)
 
 
-def _inset(fig, ax, patch: np.ndarray, crop, reference: tuple[int, int]) -> None:
-    """`patch`, magnified in the corner of `ax` farthest from the region."""
+def inset_corner(
+    crop: tuple[int, int, int, int], size: tuple[int, int], fw: float, fh: float
+) -> tuple[bool, bool]:
+    """(right, bottom): the corner of an inset `fw` × `fh` (fractions of the image) that covers
+    least of the region `crop` of an image of `size` (H, W); of equals, the farthest from it."""
     x, y, w, h = crop
+    height, width = size
+
+    def cost(right: bool, bottom: bool) -> tuple[float, float]:
+        x0, y0 = (1 - fw) * width if right else 0, (1 - fh) * height if bottom else 0
+        x1, y1 = x0 + fw * width, y0 + fh * height
+        covered = max(0, min(x1, x + w) - max(x0, x)) * max(0, min(y1, y + h) - max(y0, y))
+        distance = math.hypot((x0 + x1) / 2 - (x + w / 2), (y0 + y1) / 2 - (y + h / 2))
+        return covered, -distance
+
+    return min(((r, b) for r in (True, False) for b in (True, False)), key=lambda c: cost(*c))
+
+
+def _inset(fig, ax, patch: np.ndarray, crop, reference: tuple[int, int]) -> None:
+    """`patch`, magnified in the corner of `ax` that covers least of the region (`inset_corner`)."""
     pos = ax.get_position()
     fig_w, fig_h = fig.get_size_inches()
     width = INSET_FRACTION * pos.width * fig_w  # inches
@@ -397,8 +414,9 @@ def _inset(fig, ax, patch: np.ndarray, crop, reference: tuple[int, int]) -> None
     if height > INSET_FRACTION * pos.height * fig_h:
         height = INSET_FRACTION * pos.height * fig_h
         width = height * patch.shape[1] / patch.shape[0]
-    right = x + w / 2 < reference[1] / 2  # the region is on the left: the inset on the right
-    below = y + h / 2 < reference[0] / 2
+    right, below = inset_corner(
+        crop, reference, width / (pos.width * fig_w), height / (pos.height * fig_h)
+    )
     left = pos.x1 - width / fig_w if right else pos.x0
     bottom = pos.y0 if below else pos.y1 - height / fig_h
     inset = fig.add_axes([left, bottom, width / fig_w, height / fig_h])
