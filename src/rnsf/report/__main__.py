@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.figure == "compare":
         try:
-            written = compare_from_args(args, out)
+            written = compare_from_args(args, out, [f for f in args.folders if f not in searches])
         except UserError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2

@@ -482,9 +482,9 @@ def write_compare(
     return written
 
 
-def compare_from_args(args, out: Path) -> list[Path]:
-    """`write_compare` with the options of `python -m rnsf.report` (`--images`, `--crop`,
-    `--width-in`, `--method`, and `--baseline` where the report has it)."""
+def compare_from_args(args, out: Path, folders: list[Path]) -> list[Path]:
+    """`write_compare` of `folders` with the options of `python -m rnsf.report` (`--images`,
+    `--crop`, `--width-in`, `--method`, and `--baseline` where the report has it)."""
     try:
         images = [int(i) for i in args.images.split(",")] if args.images else None
     except ValueError:
@@ -493,4 +493,4 @@ def compare_from_args(args, out: Path) -> list[Path]:
         ) from None
     crop = parse_crop(args.crop) if args.crop else None
     baseline = getattr(args, "baseline", None)
-    return write_compare(args.folders, out, images, crop, args.width_in, baseline, args.method)
+    return write_compare(folders, out, images, crop, args.width_in, baseline, args.method)
