@@ -4,7 +4,7 @@
 folders (`images/{measurement,restored,target}/<name>.png`, as `rnsf.engine.writer` writes them)
 and, for each task of each dataset, writes `compare.png`, `compare.pdf` and `compare.html`:
 
-- one row per chosen image; columns: the measurement as the job saved it (the picture of y),
+- one row per chosen image; columns: the measurement as the first job saved it (y's picture),
   each job in the tables' row order (named by what differs between the jobs: method, steps,
   seed, …) with its PSNR on that image, and the ground truth when there is one;
 - the same region of every column magnified in an inset, in the corner that hides least of it;
@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +65,6 @@ class Comparison:
     names: list[str]  # the chosen images
     crops: list[tuple[int, int, int, int]]  # x, y, w, h of each chosen image
     target: bool  # the jobs saved the ground truth
-    headers: list[str] = field(default_factory=list)
 
     def columns(self) -> list[tuple[str, Job | None]]:
         """(header, job) of each column: measurement, jobs, ground truth."""
