@@ -4,7 +4,8 @@ Collects the `metrics.json` of every job under the folders and writes, into `--o
 (default: `<folder>/report` for one folder, `outputs/report` otherwise), the tidy
 `results.csv`, one table per dataset as Markdown, CSV and LaTeX in the paper's layout, and a
 figure; the Markdown is printed too. The folder of a λ-schedule search (`experiment=lambda_search`)
-gets the ablation view instead (`rnsf.report.ablation`).
+gets the ablation view instead (`rnsf.report.ablation`). `--figure compare` shows the jobs' saved
+images side by side (`rnsf.report.compare`: compare.png, .pdf and .html).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from pathlib import Path
 
 from rnsf.report.ablation import is_search, write_ablation
 from rnsf.report.collect import METRICS, collect
+from rnsf.report.compare import compare_from_args
 from rnsf.report.figures import FIGURE_AXES
 from rnsf.report.files import write_report
+from rnsf.utils.errors import UserError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -39,10 +42,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--metrics", help=f"comma-separated subset of {', '.join(METRICS)}")
     parser.add_argument(
         "--figure",
-        choices=[*FIGURE_AXES, "none"],
+        choices=[*FIGURE_AXES, "compare", "none"],
         default="auto",
-        help="x axis of the figure: steps, schedule, method, or none",
+        help="x axis of the figure: steps, schedule, method; compare: the images side by side",
     )
+    compare = parser.add_argument_group("--figure compare")
+    compare.add_argument("--images", help="image indices, e.g. 0,5,12 (default: automatic)")
+    compare.add_argument("--crop", help="x,y,w,h of the zoomed region (default: automatic)")
+    compare.add_argument("--width-in", type=float, default=7.0, help="width in inches")
+    compare.add_argument("--method", help="the row whose best and worst images are shown")
     return parser.parse_args(argv)
 
 
@@ -78,6 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     if len(searches) == len(args.folders):
         print(f"ablation view in {out}")
         return 0
+    if args.figure == "compare":
+        try:
+            written = compare_from_args(args, out, [f for f in args.folders if f not in searches])
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     reference = None
     if args.reference:
         from rnsf.data.reference import load_reference
@@ -88,9 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         out,
         reference=reference,
         metrics=metrics,
-        figure=None if args.figure == "none" else args.figure,
+        figure=None if args.figure in ("none", "compare") else args.figure,
     )
     print(text)
+    if args.figure == "compare":
+        print("comparison figure: " + ", ".join(str(p) for p in written))
     print(f"{len(frame)} jobs; tables and figure in {out}")
     return 0
 
