@@ -1,4 +1,4 @@
-"""A callback the tests add to a job (`+callbacks.kill._target_=kill_callback.KillAfterImages`,
+"""Callbacks the tests add to a job (`+callbacks.kill._target_=kill_callback.KillAfterImages`,
 with tests/ on PYTHONPATH) to interrupt it at a known point: the process kills itself (SIGKILL,
 no clean-up of any kind) once the batches it has finished hold `images` images."""
 
@@ -24,3 +24,17 @@ class KillAfterImages(Callback):
         self.seen += len(outputs["name"]) if outputs else 0
         if self.seen >= self.images:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class SignalAtStart(Callback):
+    """Sends the process `signal` (a name: SIGUSR2) as the loop starts, before its first batch:
+    a stop signal that comes before the job has done anything."""
+
+    def __init__(self, signal: str) -> None:
+        self.signal = signal
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        os.kill(os.getpid(), getattr(signal, self.signal))
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        self.on_test_start(trainer, pl_module)

@@ -117,7 +117,7 @@ def finished_job(output_dir: Path, cfg: DictConfig) -> dict | None:
 def config_difference(old: dict, new: dict) -> str | None:
     """The first key whose value differs between two saved configs, as `key: old -> new`,
     ignoring `RUNTIME_KEYS` and each config's own output folder; None when they agree."""
-    flat_old, flat_new = _comparable(old), _comparable(new)
+    flat_old, flat_new = comparable(old), comparable(new)
     for key in sorted(flat_old.keys() | flat_new.keys()):
         a, b = flat_old.get(key, "<unset>"), flat_new.get(key, "<unset>")
         if a != b:
@@ -129,7 +129,8 @@ def _load_yaml(text: str) -> dict:
     return OmegaConf.to_container(OmegaConf.create(text), resolve=False)
 
 
-def _comparable(config: dict) -> dict:
+def comparable(config: dict) -> dict:
+    """A saved config as flat `key: value` pairs, less `RUNTIME_KEYS` and its own folder."""
     own_folder = str((config.get("paths") or {}).get("output_dir") or "\0")
     flat = {}
     for key, value in _flatten(config):
