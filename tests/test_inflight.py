@@ -87,12 +87,12 @@ def job(folder, method, stop_step: int | None = None) -> tuple[Restored, list[in
     module.step_callback = step
     restored = Restored()
     extra = [SignalAfterBatch()] if stop_step is not None and method.nfe == 0 else []
+    callbacks = [StopOnSignal(), JobWriter(folder, inflight=inflight), restored, Batches()]
     trainer = L.Trainer(
         accelerator="cpu",
         devices=1,
         logger=False,
-        callbacks=[StopOnSignal(), JobWriter(folder, inflight=inflight), restored, Batches()]
-        + extra,
+        callbacks=[*callbacks, *extra],
         enable_progress_bar=False,
         enable_model_summary=False,
         inference_mode=False,
@@ -101,7 +101,9 @@ def job(folder, method, stop_step: int | None = None) -> tuple[Restored, list[in
     images = torch.rand(N_IMAGES, 3, 16, 16) * 2 - 1
     done = resume.finished_indices(folder)
     items = [
-        {"image": images[i], "index": i, "name": f"img{i}"} for i in range(N_IMAGES) if i not in done
+        {"image": images[i], "index": i, "name": f"img{i}"}
+        for i in range(N_IMAGES)
+        if i not in done
     ]
     loader = torch.utils.data.DataLoader(items, batch_size=BATCH)
     stopped = False
@@ -282,3 +284,82 @@ def test_no_progress_line_names_the_steps_and_their_time(tmp_path):
     assert "1000 steps per batch of 2, 0.50 s per step" in line
     line = interrupt.no_progress_line(tmp_path, 0, 8, 2, 1000, 0, 95.0)
     assert "its first step took over 95 s" in line
+
+
+# -- the sweep's summary ------------------------------------------------------------------
+class FakeJob:
+    def __init__(self, result=None, stderr: str | None = None) -> None:
+        self.result, self.err = result, stderr
+
+    def results(self):
+        from submitit.core.utils import UncompletedJobError
+
+        if self.result is None:
+            raise UncompletedJobError("Job 12_1 has not produced any output (state: FAILED)")
+        return [self.result]
+
+    def stderr(self):
+        return self.err
+
+
+def test_the_sweep_summary_has_one_line_per_unfinished_job():
+    from hydra.core.utils import JobReturn, JobStatus
+    from submitit.core.utils import UncompletedJobError
+
+    from rnsf.engine.sweep import job_outcome, unfinished
+
+    def returned(status, value):
+        ret = JobReturn(status=status)
+        ret.return_value = value
+        return ret
+
+    jobs = [
+        FakeJob(returned(JobStatus.COMPLETED, {"psnr": 30.0})),
+        FakeJob(returned(JobStatus.FAILED, interrupt.NoProgress("no progress: the time limit …"))),
+        FakeJob(returned(JobStatus.FAILED, UncompletedJobError("Job not requeued because: x."))),
+        FakeJob(None, stderr="Traceback …\nerror: dataset.root=/nope does not exist\n"),
+        FakeJob(None, stderr=None),
+    ]
+    overrides = [[f"method.steps={n}", "hydra.sweep.dir=s"] for n in range(5)]
+    lines = unfinished(range(10, 15), overrides, [job_outcome(j) for j in jobs])
+    assert lines == [
+        "#11 method.steps=1: no progress: the time limit …",
+        "#12 method.steps=2: Job not requeued because: x.",
+        "#13 method.steps=3: error: dataset.root=/nope does not exist",
+        "#14 method.steps=4: Job 12_1 has not produced any output (state: FAILED)",
+    ]
+
+
+@pytest.mark.slow
+def test_a_sweep_whose_jobs_make_no_progress_ends_in_one_line_per_job(tmp_path):
+    """submitit_local with a 2-minute limit (so short that submitit counts any signal as the
+    time limit; its own signal would come after 90 s): each job sends itself submitit's signal
+    before its first batch. Neither is requeued, and the sweep prints one line per job, no
+    traceback, and exits with 1."""
+    from conftest import run_py
+
+    sweep = tmp_path / "sweep"
+    result = run_py(
+        [
+            "-m",
+            "hydra/launcher=submitit_local",
+            "hydra.launcher.timeout_min=2",
+            "debug=tiny",
+            "method.steps=2,3",
+            "+callbacks.stop._target_=kill_callback.SignalAtStart",
+            "+callbacks.stop.signal=SIGUSR2",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]),
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = result.stderr.splitlines()
+    start = lines.index(
+        f"2 of 2 jobs of the sweep did not finish (rerun the sweep with hydra.sweep.dir={sweep} "
+        "to resume them):"
+    )
+    for n, line in enumerate(lines[start + 1 : start + 3]):
+        assert line.startswith(f"  #{n} method.steps={n + 2}: no progress: the time limit"), line
+    logs = "\n".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.*"))
+    assert "Requeued" not in logs
