@@ -38,3 +38,25 @@ class SignalAtStart(Callback):
 
     def on_predict_start(self, trainer, pl_module) -> None:
         self.on_test_start(trainer, pl_module)
+
+
+class SignalAtStep(Callback):
+    """Sends the process `signal` during sampler step `step` (0-based) of batch `batch`, as a
+    user or a scheduler would from outside."""
+
+    def __init__(self, signal: str, batch: int, step: int) -> None:
+        self.signal, self.batch, self.step, self.batches = signal, batch, step, -1
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        inner = pl_module.step_callback  # the stop check's, which wraps the user's
+
+        def step(info) -> None:
+            if inner is not None:
+                inner(info)
+            if (self.batches, info.index) == (self.batch, self.step):
+                os.kill(os.getpid(), getattr(signal, self.signal))
+
+        pl_module.step_callback = step
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self.batches += 1

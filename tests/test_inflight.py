@@ -195,7 +195,7 @@ def test_a_state_for_another_batch_is_not_used(tmp_path):
 
 
 # -- through the engine -------------------------------------------------------------------
-def compose(tmp_path, monkeypatch, *overrides: str):
+def compose(tmp_path, monkeypatch, *overrides: str, job: str = "job"):
     """The job's config as `run.py` composes it, with Hydra's runtime set (as in a job)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -203,7 +203,7 @@ def compose(tmp_path, monkeypatch, *overrides: str):
     from omegaconf import open_dict
 
     monkeypatch.syspath_prepend(str(ROOT / "tests"))  # kill_callback
-    job_folder = tmp_path / "job"
+    job_folder = tmp_path / job
     args = ["debug=tiny", "dataset.limit=2", "method.steps=3", f"paths.output_dir={job_folder}"]
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = hydra_compose("config", overrides=[*args, *overrides], return_hydra_config=True)
@@ -222,6 +222,37 @@ def test_the_engine_refuses_a_state_of_another_config_before_writing(tmp_path, m
     with pytest.raises(UserError, match=r"0\.pt is the sampler state of another config"):
         run(cfg)
     assert sorted(p.name for p in folder.iterdir()) == ["inflight"]  # nothing else written
+
+
+def test_the_engine_saves_the_batch_in_flight_and_the_rerun_continues_it(
+    tmp_path, monkeypatch, capsys
+):
+    from test_resume import assert_same_results
+
+    from rnsf.engine.run import run
+
+    four = ("dataset.limit=4", "method.steps=5")
+    cfg, straight = compose(tmp_path, monkeypatch, *four, job="straight")
+    run(cfg)
+    stop = [
+        "+callbacks.stop._target_=kill_callback.SignalAtStep",
+        "+callbacks.stop.signal=SIGINT",
+        "+callbacks.stop.batch=1",
+        "+callbacks.stop.step=1",
+    ]
+    cfg, folder = compose(tmp_path, monkeypatch, *four, *stop)
+    with pytest.raises(SystemExit) as exit_:
+        run(cfg)
+    assert exit_.value.code == 130
+    assert resume.finished_indices(folder) == {0, 1}
+    saved = torch.load(folder / "inflight" / "2.pt", weights_only=True)
+    assert saved["indices"] == [2, 3] and saved["state"]["step"] == 3  # read after step 2
+    capsys.readouterr()
+    cfg, _ = compose(tmp_path, monkeypatch, *four)  # the same job (callbacks may differ)
+    run(cfg)
+    assert "Traceback" not in capsys.readouterr().err
+    assert not (folder / "inflight").exists()
+    assert_same_results(straight, folder)
 
 
 class FakeSubmitit:
@@ -360,6 +391,7 @@ def test_a_sweep_whose_jobs_make_no_progress_ends_in_one_line_per_job(tmp_path):
         "to resume them):"
     )
     for n, line in enumerate(lines[start + 1 : start + 3]):
-        assert line.startswith(f"  #{n} method.steps={n + 2}: no progress: the time limit"), line
+        assert line.startswith(f"  #{n} debug=tiny method.steps={n + 2} +callbacks"), line
+        assert "SIGUSR2: no progress: the time limit stopped the job in" in line, line
     logs = "\n".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.*"))
     assert "Requeued" not in logs

@@ -135,6 +135,8 @@ def run_locked(cfg: DictConfig, out: Path) -> dict:
     inflight = Inflight(out, config_hash(cfg))
     inflight.check()  # a state of another config stops the job here
     steps_before = inflight.steps()
+    if steps_before:
+        rank_zero_info(f"{len(steps_before)} batches continue where an earlier run stopped them")
 
     if rank_zero_only.rank == 0:
         resume.write_config(out, cfg)

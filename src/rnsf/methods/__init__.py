@@ -5,6 +5,7 @@ from rnsf.methods.ddnm import DDNM, RNSF
 from rnsf.methods.ddrm import DDRM
 from rnsf.methods.dps import DPS
 from rnsf.methods.ssd import SSD, SSDPlus
+from rnsf.methods.state import SamplerState
 
 __all__ = [
     "DDNM",
@@ -16,5 +17,6 @@ __all__ = [
     "Method",
     "Pinv",
     "SSDPlus",
+    "SamplerState",
     "StepInfo",
 ]

@@ -9,7 +9,8 @@ opt in still works: its batch in flight restarts from its first step.
 The protocol, for a method whose loop runs steps 0 … n − 1:
 
 1. Declare `resumable = True` (a class attribute).
-2. Take `state: SamplerState | None = None` in `restore`; `state = state or SamplerState()`.
+2. Take `state: SamplerState | None = None` in `restore`; `state = state or SamplerState()`
+   (`from rnsf.methods import SamplerState`).
 3. Start the loop at `state.step`: if `state.step > 0`, the iterate is `state.x` and the tensors
    the method carries between steps are in `state.carry`; else start as usual.
 4. At the end of each step, before calling the callback, record where the loop stands:
