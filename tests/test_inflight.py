@@ -231,7 +231,7 @@ def test_the_engine_saves_the_batch_in_flight_and_the_rerun_continues_it(
 
     from rnsf.engine.run import run
 
-    four = ("dataset.limit=4", "method.steps=5")
+    four = ("dataset.limit=4", "method.steps=5", "metrics.lpips.enabled=false")
     cfg, straight = compose(tmp_path, monkeypatch, *four, job="straight")
     run(cfg)
     stop = [

@@ -156,8 +156,8 @@ class RestorationModule(L.LightningModule):
             generator.set_state(generator_state)
         state = saved["state"]
         log.info(
-            f"images {indices[0]}-{indices[-1]} continue from step {state.step} of "
-            f"{saved['steps']}, where a stopped run saved them"
+            f"images {indices[0]}-{indices[-1]} continue from sampler step {state.step}, "
+            "where a stopped run saved them"
         )
         return state, {"step": state.step, "seconds": saved["seconds"]}
 
@@ -167,8 +167,8 @@ class RestorationModule(L.LightningModule):
         start = time.perf_counter()
         path = self.inflight.save(indices, state, generators, seconds, self.method.nfe)
         log.info(
-            f"images {indices[0]}-{indices[-1]} saved at step {state.step} of "
-            f"{self.method.nfe} to {path} in {time.perf_counter() - start:.1f} s"
+            f"images {indices[0]}-{indices[-1]} saved at sampler step {state.step} to {path} "
+            f"in {time.perf_counter() - start:.2f} s"
         )
 
 
