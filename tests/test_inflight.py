@@ -115,19 +115,10 @@ def job(folder, method, stop_step: int | None = None) -> tuple[Restored, list[in
     return restored, seen, stopped
 
 
-@pytest.fixture(scope="module")
-def straight(tmp_path_factory) -> dict:
-    """Each method's images from runs that were never stopped."""
-    runs = {}
-    for name, make in METHODS.items():
-        restored, _, stopped = job(tmp_path_factory.mktemp(name), make())
-        assert not stopped and sorted(restored.images) == list(range(N_IMAGES))
-        runs[name] = restored.images
-    return runs
-
-
 @pytest.mark.parametrize("name", list(METHODS))
-def test_a_stopped_batch_continues_from_its_step_to_the_same_bytes(straight, tmp_path, name):
+def test_a_stopped_batch_continues_from_its_step_to_the_same_bytes(tmp_path, name):
+    straight, _, stopped = job(tmp_path / "straight", METHODS[name]())
+    assert not stopped and sorted(straight.images) == list(range(N_IMAGES))
     method, stop = METHODS[name](), STOP_STEP.get(name, 3)
     first, _, stopped = job(tmp_path, method, stop_step=stop)
     assert stopped and sorted(first.images) == [0, 1]  # the first batch is done and kept
@@ -149,7 +140,7 @@ def test_a_stopped_batch_continues_from_its_step_to_the_same_bytes(straight, tmp
     assert not (tmp_path / "inflight").exists()  # gone with its batch, and the folder at the end
     for index in range(N_IMAGES):
         image = (first.images | second.images)[index]
-        assert torch.equal(image, straight[name][index]), (name, index)
+        assert torch.equal(image, straight.images[index]), (name, index)
 
 
 def test_the_protocol_is_opt_in():
@@ -224,6 +215,7 @@ def test_the_engine_refuses_a_state_of_another_config_before_writing(tmp_path, m
     assert sorted(p.name for p in folder.iterdir()) == ["inflight"]  # nothing else written
 
 
+@pytest.mark.slow
 def test_the_engine_saves_the_batch_in_flight_and_the_rerun_continues_it(
     tmp_path, monkeypatch, capsys
 ):
