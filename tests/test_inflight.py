@@ -181,6 +181,7 @@ def test_a_state_of_another_config_is_refused_in_one_line(tmp_path):
 def test_a_state_for_another_batch_is_not_used(tmp_path):
     inflight = _save(tmp_path, "config-a", indices=(2, 3))
     assert inflight.load([2, 3, 4, 5], "cpu") is None  # batch size changed: restart the batch
+    assert inflight.load([2, 3], "meta") is None  # another kind of device: its generators differ
     saved = inflight.load([2, 3], "cpu")
     assert saved["state"].step == 4 and saved["seconds"] == 1.5
 

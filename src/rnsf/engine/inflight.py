@@ -8,7 +8,8 @@ the batch's measurement as before, sets the generators back and continues from t
 images are the bytes of a run that never stopped. The file goes once its batch's records are
 written, and the folder when the job is finished. A state written by another config, or in
 another format, stops the rerun with one line before anything is written; one for a batch that
-the rerun forms differently (another batch size) is left unused, and that batch restarts.
+the rerun forms differently (another batch size) or runs on another kind of device is left
+unused, and that batch restarts.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class Inflight:
                 "seconds": float(seconds),
                 "state": state.state_dict(),
                 "generators": [g.get_state() for g in generators],
+                "device": generators[0].device.type,  # a generator's state is per kind
             },
             tmp,
         )
@@ -84,6 +86,12 @@ class Inflight:
             log.warning(
                 f"{path} holds images {saved['indices']}, this batch is {list(indices)}: the "
                 "batch restarts from its first step"
+            )
+            return None
+        if saved["device"] != torch.device(device).type:
+            log.warning(
+                f"{path} was saved on {saved['device']}, this job runs on "
+                f"{torch.device(device).type}: the batch restarts from its first step"
             )
             return None
         state = SamplerState()

@@ -5,7 +5,9 @@ after its PNGs; a rerun in the same folder restores only the images without a re
 of the job merges all records into `per_image.csv` and `metrics.json`. `metrics.json` is the last
 file a job writes: a folder that holds it, with as many rows as it counts, is a finished job, and
 a rerun with the same config skips it. A folder made by another config is never mixed with a new
-one: the rerun stops with one line naming the first key that differs.
+one: the rerun stops with one line naming the first key that differs. The batch a stopped job had
+in flight is kept beside the records, at its last sampler step, and checked against the config
+the same way (`rnsf.engine.inflight`).
 """
 
 from __future__ import annotations
