@@ -112,7 +112,6 @@ def test_private_lightning_launcher_is_as_checked(sweep_job):
 
 def test_slurm_preset_composes_into_sbatch_options(tmp_path, monkeypatch):
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, SlurmQueueConf
-    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 
     overrides = [
         "hydra/launcher=submitit_slurm",
@@ -127,7 +126,13 @@ def test_slurm_preset_composes_into_sbatch_options(tmp_path, monkeypatch):
     assert set(preset) == {f.name for f in fields(SlurmQueueConf)}  # every field of the plugin
     assert preset.tasks_per_node == 4  # one process per GPU
     launcher = instantiate(preset)
+    # the plugin's launcher, which ends a sweep with a summary (rnsf.engine.sweep); imported
+    # after Hydra's plugin scan, which executes the plugin modules again
+    from hydra_plugins.rnsf_sweep.launchers import SlurmLauncher
+
     assert isinstance(launcher, SlurmLauncher)
+    plugin = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert plugin in {f"{c.__module__}.{c.__qualname__}" for c in type(launcher).__mro__}
     # submitit's SLURM executor, as the launcher builds it (it needs an `srun` on PATH)
     import submitit
 

@@ -11,6 +11,11 @@ SIGINT, 143 for SIGTERM). Under submitit the preemption / time-limit signal inst
 job through submitit (its `checkpoint` resubmits the same job into the same folder), and the
 requeued job resumes from the records.
 
+A resumable method's batch in flight is saved at the step where it stopped and continues there
+(`rnsf.engine.inflight`). A requeued attempt that a time limit stops again before it finished an
+image or saved a step would loop until submitit gives up: such a job ends with `NoProgress`
+instead, in one line that says what to raise.
+
 Repeated signals change nothing: the stop is at most one sampler step away. The extra processes
 of a DDP job that the job started itself receive every signal the first process receives.
 """
@@ -26,6 +31,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import ClassVar
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
@@ -63,10 +69,15 @@ def stop_signals() -> tuple[int, ...]:
     return (signal.SIGINT, signal.SIGTERM, *([preempt] if preempt else []))
 
 
+class NoProgress(RuntimeError):
+    """A time limit stopped the job before it finished an image or saved a step: not requeued."""
+
+
 class _State:
     active = False
     received: int | None = None
     children: Sequence[subprocess.Popen] = ()
+    previous: ClassVar[dict] = {}  # the handlers the block replaced (submitit's among them)
 
 
 def _on_signal(signum: int, frame) -> None:
@@ -92,6 +103,7 @@ def stop_on_signals() -> Iterator[None]:
         return
     previous = {s: signal.getsignal(s) for s in stop_signals()}
     _State.active, _State.received, _State.children = True, None, ()
+    _State.previous = previous
     for s in previous:
         signal.signal(s, _on_signal)
     try:
@@ -100,6 +112,7 @@ def stop_on_signals() -> Iterator[None]:
         for s, handler in previous.items():
             signal.signal(s, handler if handler is not None else signal.SIG_DFL)
         _State.active, _State.received, _State.children = False, None, ()
+        _State.previous = {}
 
 
 def requested() -> int | None:
@@ -181,6 +194,35 @@ def resume_line(
     return (
         f"interrupted by {signal_name(stop.signum)}: {done} of {total} images are done and kept "
         f"in {folder}; resume with the same command in the same folder: {command}"
+    )
+
+
+def at_time_limit(stop: JobInterrupted) -> bool:
+    """Whether `stop` is submitit's signal at the job's time limit. submitit sends the same
+    signal on a preemption and tells the two apart by the time the job has run (its handler's
+    `has_timed_out`); without that handler, the signal counts as the time limit."""
+    if stop.signum != preemption_signal():
+        return False
+    handler = _State.previous.get(stop.signum) or signal.getsignal(stop.signum)
+    has_timed_out = getattr(getattr(handler, "__self__", None), "has_timed_out", None)
+    return bool(has_timed_out()) if callable(has_timed_out) else True
+
+
+def no_progress_line(
+    folder: Path, done: int, total: int, batch_size, steps: int, steps_done: int, seconds: float
+) -> str:
+    """One line: the time limit stopped the job before it made progress, the batch's steps and
+    their time, and what to raise."""
+    if steps == 0:
+        took = f"it stopped after {seconds:.0f} s, before its first batch began"
+    elif steps_done:
+        took = f"{steps} steps per batch of {batch_size}, {seconds / steps_done:.2f} s per step"
+    else:
+        took = f"{steps} steps per batch of {batch_size}, its first step took over {seconds:.0f} s"
+    return (
+        f"no progress: the time limit stopped the job in {folder} before it finished an image "
+        f"or saved a sampler step ({done} of {total} images done; {took}), so it is not "
+        "requeued again: raise hydra.launcher.timeout_min, or lower dataset.batch_size"
     )
 
 

@@ -5,7 +5,9 @@ after its PNGs; a rerun in the same folder restores only the images without a re
 of the job merges all records into `per_image.csv` and `metrics.json`. `metrics.json` is the last
 file a job writes: a folder that holds it, with as many rows as it counts, is a finished job, and
 a rerun with the same config skips it. A folder made by another config is never mixed with a new
-one: the rerun stops with one line naming the first key that differs.
+one: the rerun stops with one line naming the first key that differs. The batch a stopped job had
+in flight is kept beside the records, at its last sampler step, and checked against the config
+the same way (`rnsf.engine.inflight`).
 """
 
 from __future__ import annotations
@@ -117,7 +119,7 @@ def finished_job(output_dir: Path, cfg: DictConfig) -> dict | None:
 def config_difference(old: dict, new: dict) -> str | None:
     """The first key whose value differs between two saved configs, as `key: old -> new`,
     ignoring `RUNTIME_KEYS` and each config's own output folder; None when they agree."""
-    flat_old, flat_new = _comparable(old), _comparable(new)
+    flat_old, flat_new = comparable(old), comparable(new)
     for key in sorted(flat_old.keys() | flat_new.keys()):
         a, b = flat_old.get(key, "<unset>"), flat_new.get(key, "<unset>")
         if a != b:
@@ -129,7 +131,8 @@ def _load_yaml(text: str) -> dict:
     return OmegaConf.to_container(OmegaConf.create(text), resolve=False)
 
 
-def _comparable(config: dict) -> dict:
+def comparable(config: dict) -> dict:
+    """A saved config as flat `key: value` pairs, less `RUNTIME_KEYS` and its own folder."""
     own_folder = str((config.get("paths") or {}).get("output_dir") or "\0")
     flat = {}
     for key, value in _flatten(config):

@@ -23,6 +23,7 @@ from rnsf.engine.checks import (
     check_sizes,
     job_operator,
 )
+from rnsf.engine.inflight import Inflight, config_hash
 from rnsf.engine.interrupt import signal_name
 from rnsf.engine.loggers import finish_wandb
 from rnsf.engine.module import RestorationModule
@@ -131,6 +132,11 @@ def run_locked(cfg: DictConfig, out: Path) -> dict:
     if done:
         rank_zero_info(f"{len(done)} images done by an earlier run are skipped")
     datamodule.skip(done)
+    inflight = Inflight(out, config_hash(cfg))
+    inflight.check()  # a state of another config stops the job here
+    steps_before = inflight.steps()
+    if steps_before:
+        rank_zero_info(f"{len(steps_before)} batches continue where an earlier run stopped them")
 
     if rank_zero_only.rank == 0:
         resume.write_config(out, cfg)
@@ -138,12 +144,14 @@ def run_locked(cfg: DictConfig, out: Path) -> dict:
     info["tiling"] = tiling.describe() if tiling is not None else None
     restorer = Tiled(method, tiling) if tiling is not None else method
     module = RestorationModule(denoiser, restorer, task, seed=cfg.seed, metrics=metrics)
+    module.inflight = inflight
     writer = JobWriter(
         out,
         info,
         save_images=cfg.save_images,
         grid_images=cfg.grid_images,
         first_index=getattr(datamodule.dataset, "offset", 0),
+        inflight=inflight,
     )
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     callbacks = [
@@ -185,8 +193,19 @@ def run_locked(cfg: DictConfig, out: Path) -> dict:
     except interrupt.JobInterrupted as stop:
         finish_wandb(loggers, exit_code=stop.exit_code, interrupted_by=signal_name(stop.signum))
         if trainer.is_global_zero:
-            done, total = len(resume.finished_indices(out)), len(datamodule.dataset)
-            print(interrupt.resume_line(stop, out, done, total, job_overrides()), flush=True)
+            finished, total = len(resume.finished_indices(out)), len(datamodule.dataset)
+            saved = inflight.steps()
+            progressed = finished > len(done) or any(
+                step > steps_before.get(first, 0) for first, step in saved.items()
+            )
+            if not progressed and interrupt.at_time_limit(stop):
+                p = module.progress
+                line = interrupt.no_progress_line(
+                    out, finished, total, datamodule.batch_size, p.total, p.steps, p.seconds
+                )
+                print(line, flush=True)
+                raise interrupt.NoProgress(line) from None
+            print(interrupt.resume_line(stop, out, finished, total, job_overrides()), flush=True)
         raise
     except BaseException:
         finish_wandb(loggers, exit_code=1)  # the W&B run is closed, marked failed

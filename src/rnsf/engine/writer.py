@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from rnsf.data.images import save_png
 from rnsf.engine import outputs, resume
+from rnsf.engine.inflight import Inflight
 
 PER_IMAGE_COLUMNS = ["index", "name", "psnr", "ssim", "lpips", "consistency", "seconds"]
 SCORES = ("psnr", "ssim", "lpips", "consistency")
@@ -38,8 +39,10 @@ class JobWriter(BasePredictionWriter):
         save_images: bool = True,
         grid_images: int = 8,
         first_index: int = 0,
+        inflight: Inflight | None = None,
     ) -> None:
         super().__init__(write_interval="batch")
+        self.inflight = inflight  # a stopped batch's sampler state, gone once it is written
         self.first_index = first_index  # of the job's images (a test split starts later)
         self.output_dir = Path(output_dir)
         self.run_info = run_info if run_info is not None else {}
@@ -60,7 +63,8 @@ class JobWriter(BasePredictionWriter):
             self.write(outputs)
 
     def write(self, output: dict) -> None:
-        """Each image's PNGs, then its record: from then on a rerun skips it."""
+        """Each image's PNGs, then its record: from then on a rerun skips it. Then the
+        batch's saved sampler state, if a stopped run left one, goes."""
         images = output["images"]
         for b, (index, name) in enumerate(zip(output["index"], output["name"], strict=True)):
             if self.save_images or index - self.first_index < self.grid_images:
@@ -69,6 +73,8 @@ class JobWriter(BasePredictionWriter):
             row = {"index": int(index), "name": name, "seconds": output["seconds"]}
             row.update({key: values[b] for key, values in output["scores"].items()})
             resume.write_record(self.output_dir, row)
+        if self.inflight is not None:
+            self.inflight.discard(output["index"][0])
 
     # -- the end of the loop ------------------------------------------------------------
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -102,4 +108,6 @@ class JobWriter(BasePredictionWriter):
         if names[: self.grid_images]:
             grid = names[: self.grid_images]
             outputs.grid_from_files(out / "images", grid, out / "grid.png")
+        if self.inflight is not None:  # every image is done: no batch is in flight
+            self.inflight.clear()
         outputs.write_json(out / "metrics.json", summary)

@@ -9,6 +9,7 @@ from rnsf.methods.dps import DPS
 from rnsf.methods.pigdm import PiGDM
 from rnsf.methods.reddiff import REDDiff
 from rnsf.methods.ssd import SSD, SSDPlus
+from rnsf.methods.state import SamplerState
 
 __all__ = [
     "DAPS",
@@ -24,5 +25,6 @@ __all__ = [
     "Pinv",
     "REDDiff",
     "SSDPlus",
+    "SamplerState",
     "StepInfo",
 ]

@@ -52,6 +52,10 @@ class Method:
     needs_svd_with_noise: bool = False
     #: the method models measurement noise; False: it refuses σ_y > 0
     supports_noise: bool = True
+    #: `restore` takes `state=SamplerState` and records it at every step boundary, so that a
+    #: stopped job continues its batch in flight from the last step (`rnsf.methods.state`);
+    #: False: that batch restarts from its first step
+    resumable: bool = False
 
     def check(self, operator: LinearOperator, sigma_y: float = 0.0) -> None:
         """Raise a one-line `UserError` when this method cannot restore measurements of

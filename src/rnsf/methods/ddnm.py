@@ -19,6 +19,7 @@ import torch
 
 from rnsf.diffusion import NUM_TIMESTEPS, sqrt32, time_travel_pairs
 from rnsf.methods.base import Method, StepInfo
+from rnsf.methods.state import SamplerState
 from rnsf.operators.base import SVDOperator
 from rnsf.schedules.lambdas import ConstantSchedule, LambdaSchedule
 from rnsf.utils.errors import UserError
@@ -38,11 +39,13 @@ class DDNM(Method):
     #: honours the overlap constraint of tiled restoration (`rnsf.methods.constraint`)
     supports_known = True
     needs_svd_with_noise = True  # DDNM+'s per-singular-value weights
+    resumable = True  # state: the iterate, and x̂₀ when time travel re-noises it
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.eta <= 1.0:
             raise ValueError(f"method.eta must lie in [0, 1], got {self.eta}")
         self.pairs = time_travel_pairs(self.steps, self.travel_length, self.travel_repeat)
+        self.travels = any(t_next > t for t, t_next in self.pairs)
 
     @property
     def nfe(self) -> int:
@@ -52,7 +55,18 @@ class DDNM(Method):
         """λ at s = t/T; DDNM always projects fully."""
         return 1.0
 
-    def restore(self, y, operator, denoiser, generators, *, sigma_y=0.0, callback=None, known=None):
+    def restore(
+        self,
+        y,
+        operator,
+        denoiser,
+        generators,
+        *,
+        sigma_y=0.0,
+        callback=None,
+        known=None,
+        state=None,
+    ):
         if sigma_y > 0 and not isinstance(operator, SVDOperator):
             raise UserError(
                 f"{self.name} with task.sigma > 0 needs an operator with an SVD, and "
@@ -67,13 +81,17 @@ class DDNM(Method):
         def noise():
             return randn(x_shape[1:], generators, y.device, y.dtype)
 
-        x = noise()  # x_T ~ N(0, I)
-        x0 = None
-        nfe = 0
-        for t, t_next in self.pairs:
+        state = state or SamplerState()  # a stopped batch continues from state.step
+        if state.step:
+            x, x0 = state.x, state.carry.get("x0")
+        else:
+            x, x0 = noise(), None  # x_T ~ N(0, I)
+        nfe = sum(t_next < t for t, t_next in self.pairs[: state.step])
+        for i, (t, t_next) in enumerate(self.pairs[state.step :], start=state.step):
             a_next = abar[t_next + 1]
             if t_next > t:  # time travel: re-noise the latest x̂₀ up to level t_next (upstream D5)
                 x = math.sqrt(a_next) * x0 + math.sqrt(1 - a_next) * noise()
+                state.reached(i + 1, x)
                 continue
             # Algorithm 1: ε = ε_θ(x_t, t);  x̂₀|t = (x_t − √(1−ᾱ_t) ε) / √ᾱ_t
             eps = denoiser.eps(x, t)
@@ -102,6 +120,8 @@ class DDNM(Method):
                 )
             else:
                 x = a * x0_tilde + sigma_t * (eta * noise() + eta_c * eps)
+            # time travel re-noises this x̂₀ later: it goes with the iterate
+            state.reached(i + 1, x, **({"x0": x0} if self.travels else {}))
             if callback is not None:
                 callback(StepInfo(index=nfe, t=t, x=x, x0=x0, x0_corrected=x0_tilde))
             nfe += 1

@@ -26,6 +26,7 @@ import torch
 
 from rnsf.diffusion import NUM_TIMESTEPS, sqrt32
 from rnsf.methods.base import Method, StepInfo
+from rnsf.methods.state import SamplerState
 from rnsf.operators.base import SVDOperator
 from rnsf.utils.errors import UserError
 from rnsf.utils.random import randn
@@ -55,6 +56,7 @@ class DDRM(Method):
     eta_b: float = 1.0
     name: str = field(default="ddrm", init=False)
     needs_svd = True  # the sampler works in the operator's spectral coordinates
+    resumable = True  # state: the iterate (all else follows from y)
 
     def __post_init__(self) -> None:
         for key, value in (("eta", self.eta), ("eta_b", self.eta_b)):
@@ -66,7 +68,7 @@ class DDRM(Method):
     def nfe(self) -> int:
         return len(self.timesteps)
 
-    def restore(self, y, operator, denoiser, generators, *, sigma_y=0.0, callback=None):
+    def restore(self, y, operator, denoiser, generators, *, sigma_y=0.0, callback=None, state=None):
         if not isinstance(operator, SVDOperator):
             raise UserError(
                 f"ddrm needs an operator with an SVD (V, Vt, U, Ut, singulars); "
@@ -90,19 +92,21 @@ class DDRM(Method):
         def sigma(t: int) -> float:  # VE noise level of timestep t
             return math.sqrt(1 - abar[t + 1]) / math.sqrt(abar[t + 1])
 
-        # initialisation from y (L20-39): coordinates that y pins down start at ȳ
-        t_first = self.timesteps[-1]
-        sig = sigma(t_first)
-        large = in_range & (s * sig > sy)
-        spread = (sig**2 - (sy / s_safe) ** 2).clamp_min(0).sqrt()
-        z = noise()
-        v = torch.where(large, y_bar + spread * z, sig * z)
-        x = math.sqrt(abar[t_first + 1]) * operator.V(v)
+        state = state or SamplerState()  # a stopped batch continues from state.step
+        if state.step:
+            x = state.x
+        else:  # initialisation from y (L20-39): coordinates that y pins down start at ȳ
+            t_first = self.timesteps[-1]
+            sig = sigma(t_first)
+            large = in_range & (s * sig > sy)
+            spread = (sig**2 - (sy / s_safe) ** 2).clamp_min(0).sqrt()
+            z = noise()
+            v = torch.where(large, y_bar + spread * z, sig * z)
+            x = math.sqrt(abar[t_first + 1]) * operator.V(v)
 
         seq_next = [-1, *self.timesteps[:-1]]
-        for i, (t, t_next) in enumerate(
-            zip(reversed(self.timesteps), reversed(seq_next), strict=True)
-        ):
+        pairs = list(zip(reversed(self.timesteps), reversed(seq_next), strict=True))
+        for i, (t, t_next) in enumerate(pairs[state.step :], start=state.step):
             a_next = abar[t_next + 1]
             eps = denoiser.eps(x, t)
             guide = denoiser.classifier_gradient(x, t)  # s ∇ log p(c | x_t), or None
@@ -127,6 +131,7 @@ class DDRM(Method):
             )
             x_bar = torch.where(before, noisier, torch.where(after, less_noisy, missing))
             x = math.sqrt(a_next) * operator.V(x_bar)
+            state.reached(i + 1, x)
             if callback is not None:
                 callback(StepInfo(index=i, t=t, x=x, x0=x0, x0_corrected=x0))
         return x

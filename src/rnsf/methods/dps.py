@@ -27,6 +27,7 @@ import torch
 from rnsf.diffusion import NUM_TIMESTEPS, spaced_diffusion
 from rnsf.methods.base import Method, StepInfo
 from rnsf.methods.respace import space_timesteps
+from rnsf.methods.state import SamplerState
 from rnsf.operators.inpainting import Inpainting
 from rnsf.utils.random import randn
 
@@ -72,6 +73,7 @@ class DPS(Method):
     scale_default: float = 0.3
     name: str = field(default="dps", init=False)
     needs_grad = True  # a class attribute, not a field
+    resumable = True  # state: the iterate (the chain carries nothing else)
     protocol: str = field(default="", init=False)  # for metrics.json: paper or respaced
 
     def __post_init__(self) -> None:
@@ -108,7 +110,7 @@ class DPS(Method):
             cache[key] = posterior_tables(abar, timesteps).to(device)
         return cache[key]
 
-    def restore(self, y, operator, denoiser, generators, *, sigma_y=0.0, callback=None):
+    def restore(self, y, operator, denoiser, generators, *, sigma_y=0.0, callback=None, state=None):
         zeta = self.step_size(operator)
         taus = space_timesteps(denoiser.num_timesteps, self.steps)  # all T: the paper's chain
         coef1, coef2, min_log, max_log = self.tables(denoiser, taus, y.device)
@@ -116,8 +118,10 @@ class DPS(Method):
 
         with torch.inference_mode(False), torch.enable_grad():
             y = y.clone()
-            x = randn(x_shape[1:], generators, y.device, y.dtype)
-            for i, k in enumerate(reversed(range(len(taus)))):
+            state = state or SamplerState()  # a stopped batch continues from state.step
+            x = state.x if state.step else randn(x_shape[1:], generators, y.device, y.dtype)
+            chain = list(reversed(range(len(taus))))
+            for i, k in enumerate(chain[state.step :], start=state.step):
                 t = taus[k]  # the network sees the original timestep
                 x = x.detach().requires_grad_(True)
                 eps, var_values = denoiser.eps_and_variance(x, t)
@@ -135,6 +139,7 @@ class DPS(Method):
                 residual = (y - operator.A(x0)).flatten(1).norm(dim=1).sum()
                 (grad,) = torch.autograd.grad(residual, x)
                 x = (x_next - zeta * grad).detach()
+                state.reached(i + 1, x)
                 if callback is not None:
                     callback(StepInfo(index=i, t=t, x=x, x0=x0.detach(), x0_corrected=x0.detach()))
         return x

@@ -28,6 +28,7 @@ import torch
 
 from rnsf.diffusion import spaced_diffusion, sqrt32
 from rnsf.methods.base import Method, StepInfo
+from rnsf.methods.state import SamplerState
 from rnsf.operators.colorization import Colorization
 from rnsf.utils.random import randn
 
@@ -91,6 +92,7 @@ class SSD(Method):
     ddim_eta: float = 0.8
     consistency_until: int | None = None  # SSD+: last projected t (None: project every step)
     name: str = field(default="ssd", init=False)
+    resumable = True  # state: the iterate; the step index says the stage (inversion, generation)
 
     def __post_init__(self) -> None:
         f, b = STEP_PRESETS.get(self.steps, (max(2, math.ceil(0.15 * self.steps)), None))
@@ -143,7 +145,7 @@ class SSD(Method):
             )
         return cache[key]
 
-    def restore(self, y, operator, denoiser, generators, *, sigma_y=0.0, callback=None):
+    def restore(self, y, operator, denoiser, generators, *, sigma_y=0.0, callback=None, state=None):
         t0, forward, backward, inv, gen = self.coefficients(denoiser, operator, y.device)
         x_shape = operator.x_shape(y.shape)
 
@@ -154,24 +156,31 @@ class SSD(Method):
             eps = denoiser.eps(x, t)
             return eps, denoiser.x0_from_eps(x, eps, t, torch.float64).clamp(-1, 1)
 
-        nfe = 0
+        # steps 0 … F − 2 invert, the next B generate: state.step says the stage
+        state = state or SamplerState()  # a stopped batch continues from state.step
+        inverted = len(forward) - 1
         # 1. DA inversion from A†y (t = 0) to the transitional state at t₀ − 1
-        x = operator.A_pinv(y)
+        x = state.x if state.step else operator.A_pinv(y)
         for i, t in enumerate(forward[:-1]):
+            if i < state.step:
+                continue
             eps, f = x0_of(x, t)
             x = f * inv[0, i] + inv[1, i] * eps + inv[2, i] * noise()
+            state.reached(i + 1, x)
             if callback is not None:
-                callback(StepInfo(index=nfe, t=t, x=x, x0=f, x0_corrected=f))
-            nfe += 1
+                callback(StepInfo(index=i, t=t, x=x, x0=f, x0_corrected=f))
         # 2. generation with back projection from t₀ − 1 down to 0
         for index, i in enumerate(reversed(range(self.backward_steps))):
+            nfe = inverted + index
+            if nfe < state.step:
+                continue
             t = backward[i]
             eps, x0 = x0_of(x, t)
             x0_proj = x0 - operator.A_pinv(operator.A(x0) - y) if self.project_at(index, t0) else x0
             x = x0_proj * gen[0, i] + gen[1, i] * eps + gen[2, i] * noise()
+            state.reached(nfe + 1, x)
             if callback is not None:
                 callback(StepInfo(index=nfe, t=t, x=x, x0=x0, x0_corrected=x0_proj))
-            nfe += 1
         return x
 
 
