@@ -784,3 +784,38 @@ def test_a_compiled_job_fills_the_shared_kernel_cache(tmp_path):
     metrics = job("compiled", "model.compile=true")
     assert (cache / "fxgraph").is_dir() and any((cache / "fxgraph").rglob("*"))
     assert metrics["compile"] == "default" and metrics["compile_seconds"] > 0
+
+
+# -- the operators' arithmetic under the network's TF32 ------------------------------------------
+def test_operators_run_their_matmuls_in_full_float32_when_the_job_allows_tf32():
+    """`model.precision=auto` lets a GPU use TF32 for float32 matmuls (`set_float32_math`);
+    every matmul of an operator's A, Aᵀ, A† and SVD maps must still see full IEEE float32, and
+    the job's setting must be back once the operator returns. (The GPU's numbers: test_gpu.py)"""
+    from torch.overrides import TorchFunctionMode
+
+    from rnsf.engine.run import set_float32_math
+    from rnsf.operators import BicubicSR, Colorization, GaussianBlur
+
+    class Record(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if getattr(func, "__name__", "") in ("matmul", "__matmul__", "einsum"):
+                self.seen.append(torch.backends.cuda.matmul.fp32_precision)
+            return func(*args, **(kwargs or {}))
+
+    saved = torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision
+    set_float32_math(exact=False)
+    try:
+        x = torch.rand(1, 3, 16, 16)
+        for op in (GaussianBlur(kernel_size=5), BicubicSR(2), Colorization()):
+            y = op.A(x)
+            with Record() as record:
+                op.A(x), op.A_adjoint(y), op.A_pinv(y), op.V(op.Vt(x)), op.U(op.Ut(y))
+            assert record.seen and set(record.seen) == {"ieee"}, type(op).__name__
+            assert torch.backends.cuda.matmul.fp32_precision == "tf32"
+    finally:
+        torch.backends.cuda.matmul.fp32_precision = saved[0]
+        torch.backends.cudnn.conv.fp32_precision = saved[1]

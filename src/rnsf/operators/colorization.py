@@ -40,7 +40,8 @@ class Colorization(SVDOperator):
 
     def A_pinv(self, y: torch.Tensor) -> torch.Tensor:
         w, _, _ = self._tensors(y)
-        return (w / (w @ w))[None, :, None, None] * y
+        with full_float32():
+            return (w / (w @ w))[None, :, None, None] * y
 
     def V(self, z: torch.Tensor) -> torch.Tensor:
         _, V, _ = self._tensors(z)
