@@ -179,3 +179,56 @@ def test_default_job_on_the_gpu_is_bf16_compiled_and_as_good_as_the_exact_path(t
     assert (exact["precision"], exact["compile"]) == ("fp32", None)
     assert abs(fast["psnr"] - exact["psnr"]) < 0.05
     assert exact["psnr"] > 24.5  # the CPU's figure is 25.86 dB; CUDA generators draw other noise
+
+
+@pytest.mark.slow
+def test_class_conditional_job_with_auto_batch_size_on_the_gpu(tmp_path):
+    """run.py on a GPU with every GPU default: `dataset.batch_size=auto` (the memory probe runs
+    the class-conditional network and the classifier's backward before any batch),
+    `model.compile=auto`, `model.precision=auto`, DDRM with classifier guidance."""
+    from hydra import compose, initialize_config_dir
+    from PIL import Image
+
+    from rnsf.denoisers import NoisyClassifier
+
+    from conftest import ROOT
+
+    arch = dict(image_size=64, model_channels=32, num_res_blocks=1, attention_resolutions=[16, 8])
+    small = {"model_channels": 32, "num_head_channels": 32}
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        full = dict(compose("config", overrides=["model=adm_imagenet256_cond"]).model.arch)
+    torch.manual_seed(0)
+    torch.save(ADMUNet(**{**full, **arch}).state_dict(), tmp_path / "cond.pt")
+    torch.save(NoisyClassifier(image_size=64, **small).state_dict(), tmp_path / "cls.pt")
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, colour in enumerate(((120, 60, 30), (20, 90, 200), (200, 200, 10))):
+        Image.new("RGB", (64, 64), colour).save(images / f"{i}.png")
+    (tmp_path / "labels.txt").write_text("0.png 207\n1.png 3\n2.png 951\n")
+    out = tmp_path / "job"
+    proc = run_py(
+        [
+            "model=adm_imagenet256_cond",
+            *[f"model.arch.{k}={v}".replace(" ", "") for k, v in arch.items()],
+            f"model.checkpoint={tmp_path / 'cond.pt'}",
+            f"model.classifier.checkpoint={tmp_path / 'cls.pt'}",
+            "model.classifier.arch.model_channels=32",
+            "model.classifier.arch.num_head_channels=32",
+            "dataset=folder",
+            f"dataset.root={images}",
+            f"dataset.labels_file={tmp_path / 'labels.txt'}",
+            "dataset.image_size=64",
+            "dataset.batch_size=auto",
+            "task=sr4_avg",
+            "method=ddrm",
+            "method.steps=3",
+            "logger=csv",
+            f"hydra.run.dir={out}",
+        ],
+        WANDB_MODE="disabled",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["batch_size"] in {2**k for k in range(CAP.bit_length())}
+    assert metrics["precision"] in ("bf16", "fp16") and metrics["compile"] == "reduce-overhead"
+    assert metrics["n_images"] == 3
