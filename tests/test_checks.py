@@ -98,7 +98,7 @@ def test_every_method_on_every_task_restores_or_is_refused_in_one_line(
                 assert "\n" not in message and f"task {task_name}:" in message, message
                 assert f"method {method.name}" in message and "SVD" in message, message
                 refused.add((method_name, task_name, sigma))
-                with pytest.raises(Exception):  # noqa: B017 - restore cannot run this pair
+                with pytest.raises(UserError, match="SVD"):  # restore itself refuses the pair
                     method.restore(y, operator, prior, generators, sigma_y=task.sigma_model)
                 continue
             assert isinstance(params, dict)
