@@ -31,7 +31,8 @@ SMALL = {"model_channels": 32, "num_head_channels": 32}
 
 
 def test_full_classifier_keys_and_parameters():
-    """OpenAI's 256x256_classifier.pt architecture: 249 keys, 54,096,360 parameters."""
+    """The 256x256_classifier.pt architecture as rnsf builds it: 249 keys, 54,096,360 parameters
+    (pinned here; OpenAI publishes no count, and the real file is checked only when loaded)."""
     with torch.device("meta"):
         net = NoisyClassifier()
     state = net.state_dict()
