@@ -151,6 +151,11 @@ class Denoiser(nn.Module):
         """How the network runs, for metrics.json: precision, compile mode, compile seconds."""
         return {"precision": "fp32", "compile": None, "compile_seconds": None}
 
+    def check_execution(self, device: torch.device) -> None:
+        """Check, before a job writes anything, that the network can run as configured on
+        `device` (a compiler that cannot run: one line, or the eager fallback). Plain eager
+        float32 always can."""
+
     def check_size(self, height: int, width: int) -> None:
         """Raise a ValueError naming the size and the fix when the network cannot take it."""
         m = self.size_multiple
