@@ -177,10 +177,15 @@ class Conditioned:
         object.__setattr__(self, "denoiser", denoiser)
         object.__setattr__(self, "classes", classes)
 
+    def __reduce__(self):
+        return Conditioned, (self.denoiser, self.classes)
+
     def __setattr__(self, name: str, value) -> None:
         raise AttributeError(f"a conditioned denoiser is immutable (setting {name!r})")
 
     def __getattr__(self, name: str):
+        if name in Conditioned.__slots__:  # not set yet (a copy being built): no recursion
+            raise AttributeError(name)
         return getattr(self.denoiser, name)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
