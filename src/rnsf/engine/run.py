@@ -123,6 +123,8 @@ def run_locked(cfg: DictConfig, out: Path) -> dict:
     method_params = check_method(method, task, job_operator(cfg, datamodule, task))
     check_labels(cfg, datamodule, denoiser)
     if denoiser is not None:  # a compiler that cannot run: one line now, or eager under `auto`
+        if denoiser.describe(job_device(cfg))["compile"]:  # the probe's kernels: shared cache
+            use_compile_cache(cfg.paths.get("compile_cache_dir"))
         denoiser.check_execution(job_device(cfg))
     # metric weights are checked (and LPIPS loaded) here, before any image is restored
     metrics = MetricSuite.from_config(cfg.metrics, mode=cfg.mode, save_images=cfg.save_images)
