@@ -125,7 +125,7 @@ def test_every_method_on_every_task_restores_or_is_refused_in_one_line(
         if method_name in PINNED:
             assert (method_name, task_name, sigma) in REFUSED, message
             assert "SVD" in message, message
-        with pytest.raises(Exception):  # noqa: B017 - restore cannot run this pair
+        with pytest.raises(UserError):  # restore itself refuses the pair
             method.restore(y, operator, prior, generators, sigma_y=task.sigma_model)
         pair = (f"method={method_name}", f"task.sigma={sigma}")
         full = compose_task(task_name, mask_file, *pair, *AT_32)

@@ -31,7 +31,8 @@ SMALL = {"model_channels": 32, "num_head_channels": 32}
 
 
 def test_full_classifier_keys_and_parameters():
-    """OpenAI's 256x256_classifier.pt architecture: 249 keys, 54,096,360 parameters."""
+    """The 256x256_classifier.pt architecture as rnsf builds it: 249 keys, 54,096,360 parameters
+    (pinned here; OpenAI publishes no count, and the real file is checked only when loaded)."""
     with torch.device("meta"):
         net = NoisyClassifier()
     state = net.state_dict()
@@ -177,24 +178,50 @@ def test_conditional_model_takes_each_images_label(tmp_path):
     assert isinstance(model, PretrainedDenoiser) and model.needs_labels
     x = torch.randn(2, 3, 64, 64)
     with pytest.raises(UserError, match="class-conditional and some images have no class"):
-        model.eps(x, 10)  # no labels bound
+        model.eps(x, 10)  # no classes given
     with pytest.raises(UserError, match="class"):
-        model.bind(torch.tensor([5, -1])).eps(x, 10)  # one image without a label
-    both = model.bind(torch.tensor([5, 7])).eps(x, 10)
-    one = model.bind(torch.tensor([7])).eps(x[1:], 10)
+        model.conditioned(torch.tensor([5, -1])).eps(x, 10)  # one image without a label
+    both = model.eps(x, 10, classes=torch.tensor([5, 7]))
+    one = model.conditioned(torch.tensor([7])).eps(x[1:], 10)
     assert torch.allclose(both[1:], one, atol=1e-5)  # image 1 has its own class, 7
-    assert not torch.allclose(both[:1], model.bind(torch.tensor([7])).eps(x[:1], 10))
-    both = model.bind(torch.tensor([5, 7]))
-    assert both.classifier_gradient(x, 10).shape == x.shape
-    assert model.bind(torch.tensor([1, 2])) is model  # the same network for every batch
+    assert not torch.allclose(both[:1], model.eps(x[:1], 10, classes=torch.tensor([7])))
+    view = model.conditioned(torch.tensor([5, 7]))
+    assert torch.equal(view.eps(x, 10), both)
+    assert torch.equal(view.eps_and_variance(x, 10)[0], both)
+    assert view.classifier_gradient(x, 10).shape == x.shape
+    torch.testing.assert_close(
+        view.classifier_gradient(x, 10), model.classifier_gradient(x, 10, torch.tensor([5, 7]))
+    )
     fixed = _conditional(tmp_path, class_label=7)
     assert not fixed.needs_labels and fixed.eps(x[:1], 10).shape == (1, 3, 64, 64)
+
+
+def test_conditioning_is_a_view_and_the_denoiser_holds_no_batch_state(tmp_path):
+    """`conditioned(classes)` fills in each call's classes; the denoiser is never changed, so
+    two batches' views can be used in turn (or re-entrantly) on one network."""
+    model = _conditional(tmp_path, classifier_scale=0.0)
+    x = torch.randn(2, 3, 64, 64)
+    state = dict(vars(model))
+    first, second = model.conditioned(torch.tensor([1, 2])), model.conditioned(torch.tensor([3, 4]))
+    a, b, a_again = first.eps(x, 10), second.eps(x, 10), first.eps(x, 10)
+    assert torch.equal(a, a_again) and not torch.allclose(a, b)
+    assert vars(model) == state and not hasattr(model, "labels") and not hasattr(model, "bind")
+    with pytest.raises(AttributeError, match="immutable"):
+        first.classes = torch.tensor([0, 0])
+    # the public API samplers use, through the view
+    assert first.num_timesteps == model.num_timesteps
+    assert torch.equal(first.alphas_cumprod(), model.alphas_cumprod())
+    eps = first.eps(x, 10)
+    assert torch.equal(first.x0_from_eps(x, eps, 10), model.x0_from_eps(x, eps, 10))
+    # an unconditional denoiser takes no classes: the view passes none
+    assert GaussianPrior(0.0, 0.5).conditioned(torch.tensor([1, 2])).classes is None
 
 
 def test_scale_zero_loads_no_classifier(tmp_path):
     model = _conditional(tmp_path, classifier_scale=0.0)
     assert model.classifier is None
-    assert model.bind(torch.tensor([1])).classifier_gradient(torch.zeros(1, 3, 64, 64), 5) is None
+    view = model.conditioned(torch.tensor([1]))
+    assert view.classifier_gradient(torch.zeros(1, 3, 64, 64), 5) is None
 
 
 def test_labels_from_the_list_and_from_a_labels_file(tmp_path):

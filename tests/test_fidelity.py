@@ -251,28 +251,6 @@ def test_the_shipped_table_is_the_recorded_file():
         load_cuda_order(bytes(damaged))
 
 
-@pytest.mark.parametrize("name", sorted(KERNELS))
-@pytest.mark.parametrize("n", [64, 128, 256])
-def test_operator_reproduces_the_tables_order_exactly(name, n):
-    table = cuda_order_table()
-    perm = torch.from_numpy(table[f"{name}_{n}_perm"].astype(np.int64))
-    values = torch.from_numpy(table[f"{name}_{n}_singulars"])
-    op = UpstreamDeblurring(*KERNELS[name])
-    ordered, order = op.sorted_singulars(n)
-    assert torch.equal(ordered, values) and torch.equal(order, perm)
-    # the tiled singular value of rank k in channel c is sorted[(3k + c) mod n²] (channel-major
-    # singulars() against pixel-major spectral vectors), at grid position perm[k]
-    s = op.singulars(torch.zeros(1, 3, n, n)).flatten(1)
-    k = torch.arange(n * n)
-    for c in range(3):
-        assert torch.equal(s[c, perm], values[(3 * k + c) % (n * n)])
-    # the table pairs each value with the grid position whose float64 product it rounds
-    s1 = op.factors(n, n, torch.empty(0, dtype=torch.float64))[0].s
-    grid = (s1[:, None] * s1[None, :]).flatten()[perm]
-    assert torch.equal(grid == 0, values == 0)
-    assert ((grid - values.double()).abs() / grid.clamp_min(1e-12))[grid > 0].max() < 2e-4
-
-
 def test_operator_with_the_table_is_upstreams_flat_operator():
     """A 64×64 image through a literal flat re-implementation of upstream `Deblurring` built
     from the table (Vt permuted by _perm, singulars().repeat(1, 3), U scattered back)."""

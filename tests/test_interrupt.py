@@ -160,10 +160,33 @@ def test_exit_codes_and_submitit_requeue(monkeypatch):
 
 def test_resume_line():
     line = interrupt.resume_line(
-        JobInterrupted(signal.SIGINT), Path("out/my job"), 4, 10, ["task=sr8", "method=ddnm"]
+        JobInterrupted(signal.SIGINT),
+        Path("out/my job"),
+        4,
+        10,
+        ["task=sr8", "method=ddnm"],
+        argv=["run.py", "-m", "task=sr8,sr4"],
     )
     assert line.startswith("interrupted by SIGINT: 4 of 10 images are done and kept in out/my job")
     assert line.endswith("python run.py task=sr8 method=ddnm 'hydra.run.dir=out/my job'")
+
+
+def test_resume_line_names_the_command_the_user_ran(tmp_path, monkeypatch):
+    """The installed `rnsf` command, `python -m rnsf`, or the script as the user gave it."""
+    script = tmp_path / "bin" / "rnsf"
+    script.parent.mkdir()
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{script.parent}{os.pathsep}{os.environ['PATH']}")
+    stop, folder = JobInterrupted(signal.SIGTERM), Path("out/a")
+    for argv, command in (
+        ([str(script), "task=sr8"], "rnsf task=sr8"),
+        (["/venv/lib/python3.11/site-packages/rnsf/__main__.py"], "python -m rnsf task=sr8"),
+        (["../rnsf/run.py", "task=sr8"], "python ../rnsf/run.py task=sr8"),
+        (["/opt/other/rnsf"], "/opt/other/rnsf task=sr8"),  # not the one on the PATH
+    ):
+        line = interrupt.resume_line(stop, folder, 1, 2, ["task=sr8"], argv=argv)
+        assert line.split("in the same folder: ")[1] == f"{command} hydra.run.dir=out/a", argv
 
 
 # -- end to end ---------------------------------------------------------------------------

@@ -196,7 +196,8 @@ def test_class_label_reaches_the_network_and_is_required():
     per_image = PretrainedDenoiser(net, name="c", native_size=32)  # classes from the dataset
     with pytest.raises(UserError, match="class-conditional"):
         per_image(x, t)
-    assert torch.equal(per_image.bind(torch.tensor([2]))(x, t), outs[1])
+    assert torch.equal(per_image(x, t, classes=torch.tensor([2])), outs[1])
+    assert torch.equal(per_image.conditioned(torch.tensor([2]))(x, t), outs[1])
     with pytest.raises(UserError, match="unconditional"):
         PretrainedDenoiser(ADMUNet(**SMALL_ADM), name="u", native_size=32, class_label=3)
 

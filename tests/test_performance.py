@@ -22,12 +22,13 @@ from rnsf.denoisers import (
     PretrainedDenoiser,
     adm,
     ddpm,
+    execution,
     load_tiny_prior,
-    pretrained,
 )
+from rnsf.denoisers.execution import CUDA_GRAPH_MODES, resolve_compile, resolve_precision
 from rnsf.denoisers.layers import GroupNorm32, full_precision
 from rnsf.denoisers.memory import auto_batch_size, fit_batch
-from rnsf.denoisers.pretrained import resolve_compile, resolve_precision
+from rnsf.utils.errors import UserError
 
 from conftest import ROOT, SMALL_ADM, SMALL_DDPM
 
@@ -186,13 +187,27 @@ def test_builtin_prior_restores_in_bf16_as_in_fp32():
     assert (psnr > 55).all(), psnr
 
 
+def test_auto_precision_is_fp16_where_bf16_would_only_be_emulated(monkeypatch):
+    """V100 and T4: torch counts their emulated bf16 as supported unless asked for native
+    support only; `auto` must then pick fp16, not a slow emulated bf16."""
+    cuda = torch.device("cuda")
+
+    def volta(including_emulation=True):  # torch.cuda.is_bf16_supported on a V100
+        return including_emulation
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", volta)
+    assert resolve_precision("auto", cuda) == "fp16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert resolve_precision("auto", cuda) == "bf16"  # Ampere and later
+
+
 def test_auto_precision_and_compile_resolve_from_the_device(monkeypatch):
     cuda = torch.device("cuda")
     assert resolve_precision("auto", CPU) == "fp32"
     assert resolve_precision("fp16", CPU) == "fp16"
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     assert resolve_precision("auto", cuda) == "bf16"
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
     assert resolve_precision("auto", cuda) == "fp16"  # pre-Ampere GPUs
     assert resolve_compile("auto", CPU) is None
     assert resolve_compile("auto", cuda) == {"backend": "inductor", "mode": "reduce-overhead"}
@@ -292,14 +307,15 @@ def test_compiled_network_gives_the_input_gradient_of_the_eager_one(request, com
     assert counters[0].frame_count == 1
 
 
-def test_cuda_graph_mode_marks_each_step_and_pads_in_the_traced_layout(
-    counted_compile, monkeypatch
-):
-    """The GPU default's path (`reduce-overhead`, NHWC), run on the CPU: the step is marked
-    before each call and a short batch is padded in the traced layout."""
+@pytest.mark.parametrize("mode", [*CUDA_GRAPH_MODES, "default"])
+def test_step_marks_copies_and_padding_of_the_cuda_graph_modes(counted_compile, monkeypatch, mode):
+    """A unit test of what the policy does around a compiled call in each mode, on the CPU
+    (no CUDA graph runs here: `tests/test_gpu.py` runs them): every mode that records CUDA
+    graphs (`reduce-overhead`, `max-autotune`) marks the step before each call and hands out
+    a copy of the graph's output; a short batch is padded in the traced (NHWC) layout."""
     net = ADMUNet(**SMALL_ADM)
-    denoiser = PretrainedDenoiser(net, name="s", native_size=32, compile="reduce-overhead")
-    monkeypatch.setattr(denoiser, "uses_channels_last", lambda device: True)
+    denoiser = PretrainedDenoiser(net, name="s", native_size=32, compile=mode)
+    monkeypatch.setattr(denoiser.policy, "uses_channels_last", lambda device: True)
     marks, layouts = [], []
     monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
     hook = net.register_forward_pre_hook(
@@ -313,24 +329,144 @@ def test_cuda_graph_mode_marks_each_step_and_pads_in_the_traced_layout(
         short = denoiser(x[:2], t[:2])
         hook.remove()
         eager = net(x, t)
+        # the graph's output buffer, which its next replay overwrites
+        pool = torch.zeros(3, 3, 32, 32)
+        monkeypatch.setattr(denoiser.policy, "_compiled", lambda x, t, **extra: pool)
+        out = denoiser(x, t)
     torch.testing.assert_close(full, eager, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(short, eager[:2], atol=1e-5, rtol=1e-5)
-    assert short.shape[0] == 2 and len(marks) == 2 and layouts == [True, True]
+    assert short.shape[0] == 2 and layouts == [True, True]
     assert counted_compile[0].frame_count == 1
-    assert denoiser.describe(CPU)["compile"] == "reduce-overhead"
+    graphs = mode in CUDA_GRAPH_MODES
+    assert len(marks) == (3 if graphs else 0)
+    shares = out.untyped_storage().data_ptr() == pool.untyped_storage().data_ptr()
+    assert shares is not graphs  # a copy exactly where CUDA graphs own the output
+    assert denoiser.describe(CPU)["compile"] == mode
 
 
 def test_gradients_through_the_auto_compiled_network_skip_cuda_graphs(counted_compile, monkeypatch):
     """`auto` is CUDA graphs on a GPU, but a network first called for gradients (DPS) is
     compiled without them."""
     cuda_graphs = {"backend": "inductor", "mode": "reduce-overhead"}
-    monkeypatch.setattr(pretrained, "resolve_compile", lambda option, device: dict(cuda_graphs))
+    monkeypatch.setattr(execution, "AUTO_COMPILE", {"cpu": cuda_graphs})
     denoiser = PretrainedDenoiser(DDPMUNet(**SMALL_DDPM), name="s", native_size=32, compile="auto")
+    assert denoiser.policy.path(CPU) == cuda_graphs
+    assert denoiser.policy.path(CPU, grad=True) == {"backend": "inductor", "mode": "default"}
     x, t = _inputs(2)
     x.requires_grad_(True)
     with torch.enable_grad():
         torch.autograd.grad(denoiser(x, t).sum(), x)
-    assert denoiser.compile_mode == "default" and counted_compile[0].frame_count == 1
+    assert denoiser.policy.compile_mode == "default" and counted_compile[0].frame_count == 1
+
+
+# -- a compiler that fails -------------------------------------------------------------------
+def _backend(name: str, fails) -> str:
+    """Register (once) a torch.compile backend that raises when `fails(graph)`, else runs eager."""
+    if name not in torch._dynamo.list_backends(exclude_tags=()):
+
+        @torch._dynamo.register_backend(name=name)
+        def backend(gm, example_inputs):
+            if fails(gm.graph):
+                raise RuntimeError("no working C++ compiler (simulated)")
+            return gm.forward
+
+    return name
+
+
+@pytest.fixture
+def broken_compiler():
+    """A backend that fails on every graph (as inductor without a C compiler or Triton)."""
+    torch._dynamo.reset()
+    yield _backend("rnsf_test_broken", lambda graph: True)
+    torch._dynamo.reset()
+
+
+@pytest.fixture
+def network_breaks_compiler(monkeypatch):
+    """`auto` on the CPU compiles with a backend that fails on graphs as large as a network's
+    (the start-up probe passes; the network's first call fails)."""
+    name = _backend("rnsf_test_big_graphs", lambda graph: len(graph.nodes) > 30)
+    monkeypatch.setattr(execution, "AUTO_COMPILE", {"cpu": {"backend": name, "mode": None}})
+    torch._dynamo.reset()
+    yield name
+    torch._dynamo.reset()
+
+
+def test_auto_compile_falls_back_to_eager_with_one_warning(network_breaks_compiler, caplog):
+    net = ADMUNet(**SMALL_ADM)
+    denoiser = PretrainedDenoiser(net, name="s", native_size=32, compile="auto")
+    denoiser.check_execution(CPU)  # the probe compiles: no fallback yet
+    assert denoiser.policy.fallback is None
+    x, t = _inputs(3)
+    with torch.no_grad(), caplog.at_level("WARNING"):
+        outs = [denoiser(x, t), denoiser(x[:2], t[:2])]
+        eager = net(x, t)
+    assert torch.equal(outs[0], eager) and torch.equal(outs[1], eager[:2])
+    (record,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    cause = "RuntimeError: no working C++ compiler (simulated)"
+    assert cause in record.getMessage() and "\n" not in record.getMessage()
+    assert denoiser.describe(CPU)["compile"] == f"eager (fallback: {cause})"
+    assert denoiser.policy.path(CPU) is None
+
+
+def test_auto_compile_falls_back_at_start_up_when_the_probe_fails(broken_compiler, monkeypatch):
+    monkeypatch.setattr(
+        execution, "AUTO_COMPILE", {"cpu": {"backend": broken_compiler, "mode": None}}
+    )
+    denoiser = PretrainedDenoiser(DDPMUNet(**SMALL_DDPM), name="s", native_size=32, compile="auto")
+    denoiser.check_execution(CPU)
+    assert denoiser.describe(CPU)["compile"].startswith("eager (fallback: RuntimeError: no ")
+
+
+def test_explicit_compile_that_cannot_run_fails_fast_in_one_line(broken_compiler):
+    denoiser = PretrainedDenoiser(
+        DDPMUNet(**SMALL_DDPM), name="s", native_size=32, compile=broken_compiler
+    )
+    with pytest.raises(UserError) as err:
+        denoiser.check_execution(CPU)
+    message = str(err.value)
+    assert message.startswith(f"model.compile={broken_compiler} cannot compile on cpu")
+    assert "RuntimeError: no working C++ compiler (simulated)" in message
+    assert "model.compile=false" in message and "\n" not in message
+
+
+def _job(tmp_path, monkeypatch, *overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    from rnsf.engine.run import run
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "kernels"))
+    out = tmp_path / "job"
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[
+                "method.steps=2",
+                "dataset.limit=2",
+                "logger=none",
+                f"paths.output_dir={out}",
+                *overrides,
+            ],
+        )
+    return out, lambda: run(cfg)
+
+
+def test_job_with_auto_compile_records_the_fallback(network_breaks_compiler, tmp_path, monkeypatch):
+    out, job = _job(tmp_path, monkeypatch, "model.compile=auto")
+    summary = job()
+    cause = "RuntimeError: no working C++ compiler (simulated)"
+    assert summary["compile"] == f"eager (fallback: {cause})"
+    assert json.loads((out / "metrics.json").read_text())["compile"] == summary["compile"]
+    assert summary["n_images"] == 2 and summary["psnr"] > 15
+
+
+def test_job_with_explicit_compile_that_cannot_run_writes_nothing(
+    broken_compiler, tmp_path, monkeypatch
+):
+    out, job = _job(tmp_path, monkeypatch, f"model.compile={broken_compiler}")
+    with pytest.raises(UserError, match="cannot compile on cpu"):
+        job()
+    assert not out.exists() or not any(p.name != ".lock" for p in out.iterdir())
 
 
 @pytest.mark.slow
@@ -349,12 +485,10 @@ def test_inductor_runs_the_network_once_compiled_for_every_batch_and_timestep(in
                 eager = net(x[:batch], step).float()
             assert out.dtype == torch.float32 and out.shape == eager.shape
             assert _relative(out, eager) < 0.02
-    assert inductor_compile[0].frame_count == 1 and denoiser.compile_seconds > 0
+    assert inductor_compile[0].frame_count == 1 and denoiser.policy.compile_seconds > 0
 
 
 def test_bad_compile_and_precision_options_are_one_line_errors():
-    from rnsf.utils.errors import UserError
-
     net = ADMUNet(**SMALL_ADM)
     with pytest.raises(UserError, match=r"model\.compile=3"):
         PretrainedDenoiser(net, name="s", native_size=32, compile=3)
@@ -416,40 +550,132 @@ def test_auto_batch_size_fits_the_memory_and_is_fixed_on_the_cpu():
     assert auto_batch_size(load_tiny_prior(), CPU, (3, 64, 64), grad=True) == 4
 
 
-def test_memory_probe_measures_one_eager_pass_and_restores_the_compile_option(monkeypatch):
-    """`batch_size=auto` on a GPU, with CUDA's memory counters simulated: one eager pass (with
-    the input gradient for DPS) at batch 2, half its peak per image, compile option restored."""
-    from rnsf.denoisers import memory
+GIB = 2**30
 
-    gib = 2**30
-    state = {"peak": 0, "calls": 0}
+
+@pytest.fixture
+def simulated_gpu(monkeypatch):
+    """CUDA's memory counters for a GPU of 40 GiB whose use the test sets: `weights` bytes once
+    the denoiser is moved to the device, and `cost(module, forward, backward)`: the bytes an
+    image of the batch holds while `module` runs (`backward` when autograd records it). The
+    probe itself runs unchanged, on the CPU."""
+    state = {"loaded": False, "weights": 0, "peak": 0}
+
+    def allocated(device=None):
+        return state["weights"] if state["loaded"] else 0
+
+    def reset(device=None):
+        state["peak"] = allocated()
+
     counters = {
         "synchronize": lambda device=None: None,
-        "reset_peak_memory_stats": lambda device=None: state.update(peak=1 * gib),
-        "memory_allocated": lambda device=None: 1 * gib,
+        "reset_peak_memory_stats": reset,
+        "memory_allocated": allocated,
         "max_memory_allocated": lambda device=None: state["peak"],
-        "mem_get_info": lambda device=None: (40 * gib, 141 * gib),
+        "mem_get_info": lambda device=None: (40 * GIB - allocated(), 40 * GIB),
     }
     for name, fake in counters.items():
         monkeypatch.setattr(torch.cuda, name, fake)
-    denoiser = PretrainedDenoiser(
-        DDPMUNet(**SMALL_DDPM), name="s", native_size=32, compile="max-autotune"
-    )
+
+    def place(denoiser, weights: int):
+        state["weights"] = weights
+        monkeypatch.setattr(denoiser, "to", lambda device: state.update(loaded=True) or denoiser)
+
+    def cost(module, forward: float, backward: float):
+        def hook(module, args, out):
+            per_image = backward if torch.is_grad_enabled() else forward
+            state["peak"] = max(state["peak"], allocated() + int(args[0].shape[0] * per_image))
+
+        module.register_forward_hook(hook)
+
+    return place, cost
+
+
+def test_memory_probe_reads_the_free_memory_after_the_weights_are_on_the_device(simulated_gpu):
+    """30 GiB of weights on a 40 GiB GPU leave 10 GiB: at 1 GiB an image (2.5 GiB with DPS's
+    input gradient), batch 8 fits 0.8 × 10 GiB (batch 2 with the gradient)."""
+    from rnsf.denoisers.memory import probe_batch_size
+
+    place, cost = simulated_gpu
+    denoiser = PretrainedDenoiser(DDPMUNet(**SMALL_DDPM), name="s", native_size=32)
+    place(denoiser, 30 * GIB)
+    cost(denoiser.net, 1 * GIB, 2.5 * GIB)
+    assert probe_batch_size(denoiser, CPU, (3, 32, 32)) == 8
+    assert probe_batch_size(denoiser, CPU, (3, 32, 32), grad=True) == 2
+
+
+def test_memory_probe_runs_a_class_conditional_model_without_the_datasets_labels(simulated_gpu):
+    """The probe runs before any batch: a class-conditional network gets dummy classes."""
+    from rnsf.denoisers.memory import probe_batch_size
+
+    place, cost = simulated_gpu
+    net = ADMUNet(**SMALL_ADM, num_classes=10)
+    denoiser = PretrainedDenoiser(net, name="c", native_size=32)  # classes from the dataset
+    place(denoiser, 0)
+    cost(net, 2 * GIB, 2 * GIB)
     seen = []
+    net.register_forward_hook(
+        lambda module, args, kwargs, out: seen.append(kwargs["y"].tolist()), with_kwargs=True
+    )
+    assert probe_batch_size(denoiser, CPU, (3, 32, 32)) == 16  # 16 × 2 ≤ 0.8 × 40
+    assert seen == [[0, 0]]
 
-    def pass_(module, args, out):
-        seen.append((args[0].shape[0], torch.is_grad_enabled(), denoiser.compile))
-        state["peak"] = 1 * gib + 2 * int(2.5 * gib)  # 2.5 GiB an image
 
-    denoiser.net.register_forward_hook(pass_)
-    for grad in (False, True):
-        assert memory.memory_per_image(denoiser, CPU, (3, 32, 32), grad) == int(2.5 * gib)
-    assert seen == [(2, False, False), (2, True, False)]  # eager, batch 2
-    assert denoiser.compile == "max-autotune" and denoiser._compiled is None
-    monkeypatch.setattr(memory, "memory_per_image", lambda *args: 2.5 * gib)
-    cuda = torch.device("cuda")
-    assert memory.auto_batch_size(denoiser, cuda, (3, 32, 32)) == 8  # 8 × 2.5 ≤ 0.8 × 40
-    assert memory.auto_batch_size(None, cuda, (3, 32, 32)) == memory.CAP
+def test_memory_probe_includes_the_classifiers_backward(simulated_gpu):
+    """Classifier guidance differentiates the classifier at every step: at 3 GiB an image for
+    its forward and backward, the batch is 8 (it would be 32 at the network's 1 GiB)."""
+    from rnsf.denoisers import NoisyClassifier
+    from rnsf.denoisers.memory import probe_batch_size
+
+    place, cost = simulated_gpu
+    net = ADMUNet(**SMALL_ADM, num_classes=1000)
+    classifier = NoisyClassifier(
+        image_size=32,
+        model_channels=32,
+        num_head_channels=32,
+        channel_mult=(1, 2),
+        num_res_blocks=1,
+        attention_resolutions=(16,),
+    )
+    plain = PretrainedDenoiser(net, name="c", native_size=32)
+    guided = PretrainedDenoiser(
+        net, name="c", native_size=32, classifier=classifier, classifier_scale=1.0
+    )
+    for denoiser in (plain, guided):
+        place(denoiser, 0)
+    cost(net, 1 * GIB, 1 * GIB)
+    cost(classifier, 0.1 * GIB, 3 * GIB)
+    assert probe_batch_size(plain, CPU, (3, 32, 32)) == 32
+    assert probe_batch_size(guided, CPU, (3, 32, 32)) == 8
+
+
+def test_memory_probe_asks_the_policy_for_the_path_that_runs(simulated_gpu):
+    """The probe runs eager, never compiles, and adds what CUDA graphs keep per image (the
+    static input, the output and its copy) when the policy's path records them."""
+    from rnsf.denoisers.memory import memory_per_image
+
+    place, cost = simulated_gpu
+    net = DDPMUNet(**SMALL_DDPM)
+    per_image = {}
+    for option in (False, "default", *CUDA_GRAPH_MODES):
+        denoiser = PretrainedDenoiser(net, name="s", native_size=32, compile=option)
+        place(denoiser, 0)
+        per_image[option] = memory_per_image(denoiser, CPU, (3, 32, 32), False)
+        assert denoiser.policy._compiled is None and denoiser.policy.compile == option
+    cost(net, 0, 0)  # the hooks above measured nothing: only the graphs' buffers differ
+    image = 3 * 32 * 32 * 4
+    assert per_image[False] == per_image["default"] == 0
+    assert per_image["reduce-overhead"] == per_image["max-autotune"] == 3 * image
+
+
+def test_auto_batch_size_probes_the_largest_image():
+    """With `dataset.resize=none` the images differ in size: the probe takes the largest."""
+    from types import SimpleNamespace
+
+    from rnsf.engine.run import image_shape
+
+    data = SimpleNamespace(dataset=SimpleNamespace(sizes=lambda: [(32, 32), (48, 64), (40, 40)]))
+    assert image_shape(SimpleNamespace(mode="test"), data, None) == (3, 48, 64)
 
 
 # -- the benchmark -------------------------------------------------------------------------------
@@ -560,3 +786,38 @@ def test_a_compiled_job_fills_the_shared_kernel_cache(tmp_path):
     metrics = job("compiled", "model.compile=true")
     assert (cache / "fxgraph").is_dir() and any((cache / "fxgraph").rglob("*"))
     assert metrics["compile"] == "default" and metrics["compile_seconds"] > 0
+
+
+# -- the operators' arithmetic under the network's TF32 ------------------------------------------
+def test_operators_run_their_matmuls_in_full_float32_when_the_job_allows_tf32():
+    """`model.precision=auto` lets a GPU use TF32 for float32 matmuls (`set_float32_math`);
+    every matmul of an operator's A, Aᵀ, A† and SVD maps must still see full IEEE float32, and
+    the job's setting must be back once the operator returns. (The GPU's numbers: test_gpu.py)"""
+    from torch.overrides import TorchFunctionMode
+
+    from rnsf.engine.run import set_float32_math
+    from rnsf.operators import BicubicSR, Colorization, GaussianBlur
+
+    class Record(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if getattr(func, "__name__", "") in ("matmul", "__matmul__", "einsum"):
+                self.seen.append(torch.backends.cuda.matmul.fp32_precision)
+            return func(*args, **(kwargs or {}))
+
+    saved = torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision
+    set_float32_math(exact=False)
+    try:
+        x = torch.rand(1, 3, 16, 16)
+        for op in (GaussianBlur(kernel_size=5), BicubicSR(2), Colorization()):
+            y = op.A(x)
+            with Record() as record:
+                op.A(x), op.A_adjoint(y), op.A_pinv(y), op.V(op.Vt(x)), op.U(op.Ut(y))
+            assert record.seen and set(record.seen) == {"ieee"}, type(op).__name__
+            assert torch.backends.cuda.matmul.fp32_precision == "tf32"
+    finally:
+        torch.backends.cuda.matmul.fp32_precision = saved[0]
+        torch.backends.cudnn.conv.fp32_precision = saved[1]

@@ -21,7 +21,10 @@ from rnsf.denoisers.checkpoints import RELEASES, Release, load_into
 from rnsf.utils.cli import CONF_DIR
 from rnsf.utils.errors import UserError
 
-# preset: (network, native size, keys, parameters, {key: shape})
+# preset: (network, native size, keys, parameters, {key: shape}): the architecture as rnsf builds
+# it (pinned against changes of the code; a real file is checked only when loaded, strict=True).
+# From the sources: DDPM (Ho et al. 2020, appendix B) gives 35.7 M parameters for CIFAR10 and
+# 114 M for LSUN / CelebA-HQ (test_published_parameter_counts).
 PRIORS = {
     "ddpm_lsun_bedroom256": (DDPMUNet, 256, 450, 113_673_219, {"conv_out.weight": (3, 128, 3, 3)}),
     "ddpm_lsun_cat256": (
@@ -270,3 +273,17 @@ def test_the_512_classifier_at_random_weights(tmp_path):
     with torch.no_grad():
         a, b = reduced(x, torch.tensor([10])), reduced(x, torch.tensor([900]))
     assert a.shape == (1, 1000) and torch.isfinite(a).all() and not torch.allclose(a, b)
+
+
+def test_published_parameter_counts():
+    """The counts the sources give: DDPM's paper (appendix B) 35.7 M for CIFAR10 and 114 M for
+    LSUN and CelebA-HQ; the exact size of the published `256x256_diffusion_uncond.pt`, float32
+    values plus a little pickle framing."""
+    assert round(PRIORS["ddpm_cifar10_32"][3] / 1e5) == 357
+    for name in ("ddpm_lsun_bedroom256", "ddpm_lsun_cat256", "ddpm_lsun_church256"):
+        assert round(PRIORS[name][3] / 1e6) == 114
+    with torch.device("meta"):
+        adm = ADMUNet(**model_config("adm_imagenet256").arch)
+    params = sum(p.numel() for p in adm.parameters())
+    framing = RELEASES["256x256_diffusion_uncond.pt"].num_bytes - 4 * params
+    assert 0 < framing < 200_000, framing

@@ -112,7 +112,7 @@ def warm_compile_row(
     info = denoiser.describe(device)
     torch._dynamo.reset()
     row, _ = forward_row(
-        denoiser.net, preset, device, info["precision"], batch, denoiser.compile, repeats=1
+        denoiser.net, preset, device, info["precision"], batch, denoiser.policy.compile, repeats=1
     )
     return {
         "model": preset.name,

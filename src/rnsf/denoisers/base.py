@@ -16,9 +16,15 @@ class Denoiser(nn.Module):
     only the first 3 channels from `eps`; `eps_and_variance` returns both halves.
 
     The public pieces every sampler uses: `alphas_cumprod(dtype, device)` (the ᾱ table at the
-    precision a method asks for), `x0_from_eps` (x̂₀ from ε, in that precision's arithmetic) and
-    `eps_and_variance` (ε and the learned-variance channels).
+    precision a method asks for), `x0_from_eps` (x̂₀ from ε, in that precision's arithmetic),
+    `eps` and `eps_and_variance` (ε and the learned-variance channels), `classifier_gradient`
+    and `num_timesteps`. The network's inputs beyond (x_t, t), the images' classes, are passed
+    with each call (`classes=`); `conditioned(classes)` is the same API with them filled in,
+    which is what a method receives from the engine.
     """
+
+    #: how the network runs (precision, compilation, layout); None: plain eager float32
+    policy = None
 
     #: spatial sizes must be a multiple of this (e.g. 2**levels for a UNet)
     size_multiple: int = 1
@@ -90,35 +96,65 @@ class Denoiser(nn.Module):
         return c[0] * x - c[1] * eps
 
     # -- the network ----------------------------------------------------------------------
-    def eps_and_variance(self, x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def output(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        classes: torch.Tensor | None = None,
+        eager: bool = False,
+    ) -> torch.Tensor:
+        """The network's raw output for timesteps t (B,): ε, then any variance channels.
+        `classes` (B,) are the images' class indices for a class-conditional network (ignored
+        by others); `eager` asks for the uncompiled network (the memory probe)."""
+        return self(x, t)
+
+    def eps_and_variance(
+        self, x: torch.Tensor, t: int, classes: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(ε̂, v) for a batch at one shared timestep t: v holds the learned-variance channels
         (guided-diffusion's `learn_sigma` output, in [-1, 1] between log β̃_t and log β_t), or
         None for a network that predicts ε only."""
         tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-        out = self(x, tt)
+        out = self.output(x, tt, classes)
         channels = x.shape[1]
         if out.shape[1] == 2 * channels:
             return out[:, :channels], out[:, channels:]
         return out, None
 
-    def eps(self, x: torch.Tensor, t: int) -> torch.Tensor:
+    def eps(self, x: torch.Tensor, t: int, classes: torch.Tensor | None = None) -> torch.Tensor:
         """ε̂(x_t, t) for a batch at one shared timestep t."""
-        return self.eps_and_variance(x, t)[0]
+        if classes is None:  # a subclass may override eps_and_variance(x, t) alone
+            return self.eps_and_variance(x, t)[0]
+        return self.eps_and_variance(x, t, classes)[0]
 
     # -- class labels and classifier guidance ---------------------------------------------
-    def bind(self, labels: torch.Tensor | None) -> Denoiser:
-        """The denoiser for one batch whose images have the ImageNet classes `labels` (B,), -1
-        where unknown; an unconditional denoiser without a classifier ignores them."""
-        return self
-
-    def classifier_gradient(self, x: torch.Tensor, t: int) -> torch.Tensor | None:
-        """s ∇ₓ log p(c | x_t, t) for the bound classes c and the classifier scale s, or None
+    def classifier_gradient(
+        self, x: torch.Tensor, t: int, classes: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """s ∇ₓ log p(c | x_t, t) for the images' classes c and the classifier scale s, or None
         when there is no classifier guidance (the default)."""
         return None
+
+    @property
+    def needs_labels(self) -> bool:
+        """True when the images' own classes are needed (conditional network or classifier)."""
+        return False
+
+    def conditioned(self, classes: torch.Tensor | None) -> Conditioned:
+        """This denoiser for one batch whose images have the ImageNet classes `classes` (B,), -1
+        where unknown: an immutable view that passes them with every call (a denoiser that does
+        not need them, `needs_labels` false, gets none). The denoiser itself holds no per-batch
+        state, so one network serves every batch, also re-entrantly."""
+        return Conditioned(self, classes if self.needs_labels else None)
 
     def describe(self, device: torch.device | None = None) -> dict:
         """How the network runs, for metrics.json: precision, compile mode, compile seconds."""
         return {"precision": "fp32", "compile": None, "compile_seconds": None}
+
+    def check_execution(self, device: torch.device) -> None:
+        """Check, before a job writes anything, that the network can run as configured on
+        `device` (a compiler that cannot run: one line, or the eager fallback). Plain eager
+        float32 always can."""
 
     def check_size(self, height: int, width: int) -> None:
         """Raise a ValueError naming the size and the fix when the network cannot take it."""
@@ -128,3 +164,52 @@ class Denoiser(nn.Module):
                 f"image size {height}x{width} is not a multiple of {m}, which "
                 f"{type(self).__name__} needs; set dataset.image_size to a multiple of {m}"
             )
+
+
+class Conditioned:
+    """A denoiser with the classes of one batch filled in (`Denoiser.conditioned`): the public
+    API of the denoiser, each call passing `classes` (unless the call gives its own). Immutable;
+    everything else (`x0_from_eps`, `alphas_cumprod`, `num_timesteps`, …) is the denoiser's."""
+
+    __slots__ = ("classes", "denoiser")
+
+    def __init__(self, denoiser: Denoiser, classes: torch.Tensor | None) -> None:
+        object.__setattr__(self, "denoiser", denoiser)
+        object.__setattr__(self, "classes", classes)
+
+    def __reduce__(self):
+        return Conditioned, (self.denoiser, self.classes)
+
+    def __setattr__(self, name: str, value) -> None:
+        raise AttributeError(f"a conditioned denoiser is immutable (setting {name!r})")
+
+    def __getattr__(self, name: str):
+        if name in Conditioned.__slots__:  # not set yet (a copy being built): no recursion
+            raise AttributeError(name)
+        return getattr(self.denoiser, name)
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.output(x, t)
+
+    def output(self, x, t, classes=None, eager: bool = False) -> torch.Tensor:
+        return self.denoiser.output(x, t, self._classes(classes), eager)
+
+    def eps_and_variance(self, x, t, classes=None):
+        return self._call(self.denoiser.eps_and_variance, x, t, classes)
+
+    def eps(self, x, t, classes=None) -> torch.Tensor:
+        return self._call(self.denoiser.eps, x, t, classes)
+
+    def classifier_gradient(self, x, t, classes=None) -> torch.Tensor | None:
+        return self._call(self.denoiser.classifier_gradient, x, t, classes)
+
+    def conditioned(self, classes: torch.Tensor | None) -> Conditioned:
+        return self.denoiser.conditioned(classes)
+
+    def _classes(self, classes: torch.Tensor | None) -> torch.Tensor | None:
+        return self.classes if classes is None else classes
+
+    def _call(self, method, x, t, classes):
+        classes = self._classes(classes)
+        # without classes, the two-argument call that a user's subclass may implement alone
+        return method(x, t) if classes is None else method(x, t, classes=classes)

@@ -20,9 +20,11 @@ from pathlib import Path
 
 from torch import nn
 
+from rnsf.denoisers.execution import ExecutionPolicy
 from rnsf.denoisers.pretrained import PretrainedDenoiser
 from rnsf.diffusion import NUM_TIMESTEPS
 from rnsf.utils.errors import UserError
+from rnsf.utils.schema import RUNTIME_SCHEMA
 
 INSTALL = "pip install 'rnsf[hub]' (or pip install diffusers)"
 #: what the samplers assume (rnsf.diffusion): linear betas 1e-4 -> 0.02 over 1000 steps, ε
@@ -146,12 +148,12 @@ def load_diffusers(
     name: str = "diffusers",
     revision: str | None = None,
     check_scheduler_config: bool = True,
-    precision: str = "fp32",
-    channels_last: bool = True,
-    compile: bool | str = False,
     class_label: int | None = None,
+    **runtime,
 ) -> PretrainedDenoiser:
-    """The `UNet2DModel` at `path` (folder or cached Hub id), checked and frozen."""
+    """The `UNet2DModel` at `path` (folder or cached Hub id), checked and frozen; `runtime`:
+    the options of `ExecutionPolicy` (precision, channels_last, compile, checkpointing)."""
+    policy = ExecutionPolicy(name=name, **runtime)
     require_diffusers()
     from diffusers import UNet2DModel
 
@@ -195,8 +197,9 @@ def load_diffusers(
         DiffusersUNet(unet),
         name=name,
         native_size=native,
-        precision=precision,
-        channels_last=channels_last,
-        compile=compile,
         class_label=class_label,
+        policy=policy,
     )
+
+
+load_diffusers.config_schema = RUNTIME_SCHEMA

@@ -25,8 +25,10 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -186,11 +188,32 @@ class StopOnSignal(Callback):
                     log.warning(f"rank process {child.pid} did not stop in {CHILD_WAIT_S:.0f} s")
 
 
+def invoked_command(argv: Sequence[str] | None = None) -> list[str]:
+    """The program the user ran, as they would type it again: `rnsf` (the installed command),
+    `python -m rnsf` or `python run.py` (the script's path as given)."""
+    program = (sys.argv if argv is None else argv)[0] or "run.py"
+    path = Path(program)
+    if path.name == "__main__.py":
+        return ["python", "-m", path.parent.name]
+    if path.suffix == ".py":
+        return ["python", program]
+    found = shutil.which(path.name)
+    if found and Path(found).resolve() == path.resolve():
+        return [path.name]  # on the PATH: the name the user typed
+    return [program]
+
+
 def resume_line(
-    stop: JobInterrupted, folder: Path, done: int, total: int, overrides: Sequence[str]
+    stop: JobInterrupted,
+    folder: Path,
+    done: int,
+    total: int,
+    overrides: Sequence[str],
+    argv: Sequence[str] | None = None,
 ) -> str:
-    """One line: what stopped the job, what is kept, and the command that resumes it."""
-    command = shlex.join(["python", "run.py", *overrides, f"hydra.run.dir={folder}"])
+    """One line: what stopped the job, what is kept, and the command that resumes it (the
+    program of `argv`, default `sys.argv`, with this job's overrides)."""
+    command = shlex.join([*invoked_command(argv), *overrides, f"hydra.run.dir={folder}"])
     return (
         f"interrupted by {signal_name(stop.signum)}: {done} of {total} images are done and kept "
         f"in {folder}; resume with the same command in the same folder: {command}"

@@ -109,7 +109,8 @@ class RestorationModule(L.LightningModule):
         return bound, bound.measurement_from_image(image)
 
     def _restore(self, y, operator, generators, indices, names, labels=None):
-        denoiser = self.denoiser.bind(labels) if self.denoiser is not None else None
+        # the batch's classes go with every call; the denoiser itself holds no batch state
+        denoiser = self.denoiser.conditioned(labels) if self.denoiser is not None else None
         user, progress = self.step_callback, self.progress
 
         def callback(info):

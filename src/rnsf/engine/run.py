@@ -123,6 +123,10 @@ def run_locked(cfg: DictConfig, out: Path) -> dict:
     check_batches(datamodule)
     method_params = check_method(method, task, job_operator(cfg, datamodule, task))
     check_labels(cfg, datamodule, denoiser)
+    if denoiser is not None:  # a compiler that cannot run: one line now, or eager under `auto`
+        if denoiser.describe(job_device(cfg))["compile"]:  # the probe's kernels: shared cache
+            use_compile_cache(cfg.paths.get("compile_cache_dir"))
+        denoiser.check_execution(job_device(cfg))
     # metric weights are checked (and LPIPS loaded) here, before any image is restored
     metrics = MetricSuite.from_config(cfg.metrics, mode=cfg.mode, save_images=cfg.save_images)
 
@@ -220,9 +224,17 @@ def _is_number(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def job_device(cfg) -> torch.device:
+    """The device type the trainer will pick (`trainer.accelerator`), before it exists."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return torch.device("cuda" if gpu else "cpu")
+
+
 def image_shape(cfg, datamodule, task) -> tuple[int, int, int]:
-    """(C, H, W) of the images the network restores (in predict mode: of x, not of y)."""
-    height, width = datamodule.dataset.first_size()
+    """(C, H, W) of the largest image the network restores (in predict mode: of x, not of y;
+    with `dataset.resize=none` the images may differ in size)."""
+    height, width = max(datamodule.dataset.sizes(), key=lambda size: size[0] * size[1])
     if cfg.mode == "predict":
         y = torch.zeros(1, 3, height, width)
         return tuple(task.operator.x_shape(task.operator.measurement_from_image(y).shape)[1:])

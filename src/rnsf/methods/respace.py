@@ -2,9 +2,11 @@
 `SpacedDiffusion`): keep S of the T timesteps, evenly spread, and run the ancestral DDPM chain on
 them with betas recomputed from ᾱ of the kept steps, β̂_i = 1 − ᾱ_{τ_i} / ᾱ_{τ_{i−1}}.
 
-With one section of S steps the kept timesteps are round(k (T − 1) / (S − 1)), k = 0 … S − 1
-(Python's round, half to even, as upstream), so the chain always starts at T − 1 and ends at 0;
-S = 1 keeps only t = 0. S = T keeps every step and is the plain 1,000-step chain.
+With one section of S steps, the stride (T − 1) / (S − 1) is added up in floating point and
+each partial sum is rounded with Python's round (half to even), as upstream does; where a sum
+lands next to a half, this can differ from round(k (T − 1) / (S − 1)). The chain always starts
+at T − 1 and ends at 0; S = 1 keeps only t = 0. S = T keeps every step and is the plain
+1,000-step chain.
 """
 
 from __future__ import annotations

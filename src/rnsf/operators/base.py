@@ -11,9 +11,27 @@ them and is zero on the null space; `Ut` returns spectral coordinates (null entr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
+
+
+@contextmanager
+def full_float32() -> Iterator[None]:
+    """float32 matmuls in full IEEE precision inside the block, whatever the job's setting:
+    a job with `model.precision` other than fp32 lets a GPU use TF32 (a 10-bit mantissa) for
+    the network, which must not loosen an operator's A A† A = A. Restored on exit."""
+    matmul = torch.backends.cuda.matmul
+    saved = matmul.fp32_precision
+    if saved == "ieee":
+        yield
+        return
+    matmul.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        matmul.fp32_precision = saved
 
 
 class LinearOperator:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from rnsf.operators.base import SVDOperator
+from rnsf.operators.base import SVDOperator, full_float32
 
 #: DDRM/DDNM/SSD grey weights (svd_operators.py `Colorization`)
 GREY_WEIGHTS = (0.3333, 0.3334, 0.3333)
@@ -31,7 +31,8 @@ class Colorization(SVDOperator):
 
     def A(self, x: torch.Tensor) -> torch.Tensor:
         w, _, _ = self._tensors(x)
-        return torch.einsum("c,bchw->bhw", w, x)[:, None]
+        with full_float32():
+            return torch.einsum("c,bchw->bhw", w, x)[:, None]
 
     def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
         w, _, _ = self._tensors(y)
@@ -39,15 +40,18 @@ class Colorization(SVDOperator):
 
     def A_pinv(self, y: torch.Tensor) -> torch.Tensor:
         w, _, _ = self._tensors(y)
-        return (w / (w @ w))[None, :, None, None] * y
+        with full_float32():
+            return (w / (w @ w))[None, :, None, None] * y
 
     def V(self, z: torch.Tensor) -> torch.Tensor:
         _, V, _ = self._tensors(z)
-        return torch.einsum("ck,bkhw->bchw", V, z)
+        with full_float32():
+            return torch.einsum("ck,bkhw->bchw", V, z)
 
     def Vt(self, x: torch.Tensor) -> torch.Tensor:
         _, V, _ = self._tensors(x)
-        return torch.einsum("ck,bchw->bkhw", V, x)
+        with full_float32():
+            return torch.einsum("ck,bchw->bkhw", V, x)
 
     def U(self, z: torch.Tensor) -> torch.Tensor:
         return z[:, :1]

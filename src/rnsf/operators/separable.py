@@ -12,7 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
-from rnsf.operators.base import SVDOperator
+from rnsf.operators.base import SVDOperator, full_float32
+
+
+def sandwich(left: torch.Tensor, x: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """left @ x @ right in full float32 (no TF32 on a GPU, `full_float32`)."""
+    with full_float32():
+        return left @ x @ right
 
 
 @dataclass(frozen=True)
@@ -92,35 +98,35 @@ class SeparableOperator(SVDOperator):
     # direct maps: two small matmuls each
     def A(self, x: torch.Tensor) -> torch.Tensor:
         fh, fw = self._x_factors(x)
-        return fh.M @ x @ fw.M.T
+        return sandwich(fh.M, x, fw.M.T)
 
     def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
         fh, fw = self._y_factors(y)
-        return fh.M.T @ y @ fw.M
+        return sandwich(fh.M.T, y, fw.M)
 
     def A_pinv(self, y: torch.Tensor) -> torch.Tensor:
         fh, fw = self._y_factors(y)
-        return fh.M_pinv @ y @ fw.M_pinv.T
+        return sandwich(fh.M_pinv, y, fw.M_pinv.T)
 
     # the SVD view
     def Vt(self, x: torch.Tensor) -> torch.Tensor:
         fh, fw = self._x_factors(x)
-        return fh.V.T @ x @ fw.V
+        return sandwich(fh.V.T, x, fw.V)
 
     def V(self, z: torch.Tensor) -> torch.Tensor:
         fh, fw = self._x_factors(z)
-        return fh.V @ z @ fw.V.T
+        return sandwich(fh.V, z, fw.V.T)
 
     def Ut(self, y: torch.Tensor) -> torch.Tensor:
         fh, fw = self._y_factors(y)
-        z = fh.U.T @ y @ fw.U
+        z = sandwich(fh.U.T, y, fw.U)
         H, W = fh.V.shape[0], fw.V.shape[0]
         return torch.nn.functional.pad(z, (0, W - z.shape[-1], 0, H - z.shape[-2]))
 
     def U(self, z: torch.Tensor) -> torch.Tensor:
         fh, fw = self._x_factors(z)
         m, k = fh.U.shape[0], fw.U.shape[0]
-        return fh.U @ z[..., :m, :k] @ fw.U.T
+        return sandwich(fh.U, z[..., :m, :k], fw.U.T)
 
     def singulars(self, like: torch.Tensor) -> torch.Tensor:
         fh, fw = self._x_factors(like)
@@ -262,7 +268,7 @@ class GaussianBlur(SeparableOperator):
                 self.matrix(n).to(device=x.device, dtype=x.dtype) for n in key[:2]
             )
         mh, mw = self._exact_matrices[key]
-        return mh @ x @ mw.T
+        return sandwich(mh, x, mw.T)
 
     def check_image_size(self, height: int, width: int) -> None:
         if self.kernel_size // 2 >= min(height, width):

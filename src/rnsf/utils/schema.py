@@ -161,8 +161,86 @@ class Pairs(Spec):
         return f"a list of [s, value] pairs with numbers in [{low:g}, {high:g}]"
 
 
+class CompileOption(Spec):
+    """A `model.compile` value: true, false, auto, an inductor mode or a registered
+    `torch.compile` backend (`rnsf.denoisers.execution.compile_problem`)."""
+
+    def fits(self, value) -> bool:
+        from rnsf.denoisers.execution import compile_problem
+
+        return compile_problem(value) is None
+
+    def describe(self) -> str:
+        from rnsf.denoisers.execution import compile_expected
+
+        return compile_expected()
+
+
+class Lazy(Spec):
+    """One of the values a library accepts, asked of it when a config is checked: `options` is a
+    function returning them (compared with their type, as `Choice`)."""
+
+    def __init__(self, options, nullable: bool = False) -> None:
+        super().__init__(nullable)
+        self.options = options
+
+    def fits(self, value) -> bool:
+        return Choice(*self.options()).fits(value)
+
+    def describe(self) -> str:
+        return Choice(*self.options()).describe()
+
+
+class IntList(Spec):
+    """A non-empty list of distinct integers >= `low` (device indices)."""
+
+    def __init__(self, low: int = 0, nullable: bool = False) -> None:
+        super().__init__(nullable)
+        self.low = low
+
+    def fits(self, value) -> bool:
+        return (
+            isinstance(value, list)
+            and bool(value)
+            and all(_is_int(v) and v >= self.low for v in value)
+            and len(set(value)) == len(value)
+        )
+
+    def describe(self) -> str:
+        return f"a list of distinct integers >= {self.low}"
+
+
+def lightning_precisions() -> list:
+    """The `Trainer(precision=…)` values Lightning accepts."""
+    import typing
+
+    from lightning.pytorch.trainer.connectors.accelerator_connector import _PRECISION_INPUT
+
+    def flatten(hint) -> list:
+        args = typing.get_args(hint)
+        return [v for a in args for v in flatten(a)] if args else [hint]
+
+    return flatten(_PRECISION_INPUT)
+
+
+def lightning_accelerators() -> list[str]:
+    """The `Trainer(accelerator=…)` names Lightning knows (`auto`, `gpu` and the registry's)."""
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+
+    return ["auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators())]
+
+
 UNIT = Float(0.0, 1.0)
 STEPS = Int(1, 1000)
+
+#: how a network runs (`rnsf.denoisers.execution.ExecutionPolicy`): the `model.*` keys, and the
+#: keys of every loader that takes them (`model.net.*`, through the loaders' `config_schema`)
+RUNTIME_SCHEMA: dict[str, Spec] = {
+    "precision": Choice("auto", "fp32", "fp16", "bf16"),
+    "compile": CompileOption(),
+    "checkpointing": Bool(),
+    "channels_last": Bool(),
+}
 
 #: the declared knobs of rnsf's own config groups (keys absent from a config are skipped)
 SCHEMA: dict[str, Spec] = {
@@ -228,10 +306,7 @@ SCHEMA: dict[str, Spec] = {
     # objective (a sweeper's number; the weights are checked by rnsf.ablation.Objective)
     "objective.direction": Choice("maximize", "minimize"),
     # model
-    "model.precision": Choice("auto", "fp32", "fp16", "bf16"),
-    "model.compile": Either(Bool(), Str()),  # a mode or backend name: checked by the model
-    "model.checkpointing": Bool(),
-    "model.channels_last": Bool(),
+    **{f"model.{key}": spec for key, spec in RUNTIME_SCHEMA.items()},
     "model.class_label": Int(0, 999, nullable=True),
     "model.classifier_scale": Float(0.0),
     "model.classifier.checkpoint": Str(),
@@ -239,6 +314,11 @@ SCHEMA: dict[str, Spec] = {
     "model.path": Str(),
     "model.revision": Str(nullable=True),
     "model.check_scheduler": Bool(),
+    # trainer: the keys users set (Lightning's own values)
+    "trainer.accelerator": Lazy(lightning_accelerators),
+    "trainer.devices": Either(Choice("auto", -1), Int(1), IntList(0)),
+    "trainer.num_nodes": Int(1),
+    "trainer.precision": Lazy(lightning_precisions),
     # metrics
     "metrics.protocol": Choice("float", "uint8"),
     "metrics.lpips.enabled": Bool(),
@@ -276,8 +356,9 @@ _ABSENT = object()
 
 
 def _value(cfg: DictConfig, key: str):
-    """The resolved value at `key`, or _ABSENT when the config does not have it (or it cannot be
-    resolved here, e.g. it needs Hydra's run-time resolvers)."""
+    """The resolved value at `key`, or _ABSENT when the config does not have it (or it needs
+    Hydra's run-time resolvers, outside a job). An interpolation that cannot be resolved
+    (`${model.nope}`, a resolver nobody registered) is a UserError naming it."""
     node = cfg
     for part in key.split("."):
         if not isinstance(node, DictConfig) or part not in node:
@@ -287,11 +368,25 @@ def _value(cfg: DictConfig, key: str):
             return _ABSENT
         try:
             node = node[part]
-        except Exception:  # an interpolation only Hydra's job can resolve
-            return _ABSENT
+        except Exception as err:
+            if _needs_hydra(err):  # `${hydra:…}` outside a job: resolved when the job runs
+                return _ABSENT
+            raw = child._value() if not isinstance(child, DictConfig | ListConfig) else "?"
+            text = " ".join(str(err).splitlines()[0].split())
+            raise UserError(
+                f"{key}={raw} cannot be resolved ({type(err).__name__}: {text}); fix or remove "
+                "the interpolation"
+            ) from None
     if isinstance(node, DictConfig | ListConfig):
         return OmegaConf.to_container(node, resolve=True)
     return node
+
+
+def _needs_hydra(err: Exception) -> bool:
+    """True for the error of a `${hydra:…}` interpolation resolved outside Hydra's job."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return not HydraConfig.initialized() and "HydraConfig was not set" in str(err)
 
 
 def _specs(cfg: DictConfig, schema: dict[str, Spec]) -> Iterator[tuple[str, Spec]]:
