@@ -37,12 +37,12 @@ class WaitForSignal(Callback):
             time.sleep(0.2)
 
 
-class FailOnTask(Callback):
-    """Raises during the restoration of the first batch when the job's task is `task`."""
+class FailOnImage(Callback):
+    """Raises during the restoration of the batch that holds the image named `name`."""
 
-    def __init__(self, task: str) -> None:
-        self.task = task
+    def __init__(self, name: str) -> None:
+        self.name = name
 
     def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
-        if pl_module.task.name == self.task:
-            raise RuntimeError(f"restoration of {self.task} failed (a fault the test injects)")
+        if self.name in batch["name"]:
+            raise RuntimeError(f"restoring {self.name} went wrong (a fault the test injects)")

@@ -285,6 +285,66 @@ def test_job_at_its_time_limit_is_signalled_requeued_and_completes(env, straight
     assert_same_results(straight, folder)
 
 
+# -- 5. failures ---------------------------------------------------------------------------
+def test_sweep_with_a_value_the_schema_refuses_stops_before_submitting(env, tmp_path):
+    sweep = tmp_path / "sweep"
+    rc, out, err = run_sweep(["debug=tiny", "task=sr4,sr8", "method.steps=5,0"], env, sweep)
+    assert rc == 2, err[-2000:]
+    (line,) = err.strip().splitlines()[-1:]
+    assert line.startswith("error:") and "method.steps" in line, err[-2000:]
+    assert not sweep.exists()  # nothing written, nothing submitted
+
+
+def test_failed_members_of_a_sweep_are_named_and_the_others_finish(env, tmp_path):
+    """Three folders: two demo images (finishes), one whose second image is truncated (a user
+    error, found when the job reads its images), one whose restoration raises."""
+    from PIL import Image
+
+    demo = sorted((ROOT / "src" / "rnsf" / "data" / "demo").glob("*.png"))[:2]
+    roots = {name: tmp_path / name for name in ("good", "broken", "raising")}
+    for name, root in roots.items():
+        root.mkdir()
+        for i, src in enumerate(demo):
+            Image.open(src).save(root / ("boom.png" if name == "raising" and i else f"{i}.png"))
+    (roots["broken"] / "1.png").write_bytes((roots["broken"] / "1.png").read_bytes()[:200])
+    sweep = tmp_path / "sweep"
+    args = [
+        "debug=tiny",
+        "dataset=folder",
+        "dataset.image_size=64",
+        "dataset.num_workers=0",
+        "dataset.root=" + ",".join(str(r) for r in roots.values()),
+        "+callbacks.fail._target_=slurm_callbacks.FailOnImage",
+        "+callbacks.fail.name=boom",
+    ]
+    rc, out, err = run_sweep(args, env, sweep)
+    assert rc == 1, f"{err[-3000:]}\n{logs(sweep)}"
+    print(err[-1500:])
+    # the refused job leaves no folder (as a refused single run); the raising one no metrics
+    good, raising = job_dirs(sweep)
+    assert "dataset.root=good," in good.name and "dataset.root=raising," in raising.name
+    assert json.loads((good / "metrics.json").read_text())["n_images"] == 2
+    assert not (raising / "metrics.json").exists()
+    # the sweep names each failed job, with its error, and counts them
+    summary = [s for s in err.splitlines() if s.startswith("error:")]
+    assert summary[-1].startswith("error: 2 of 3 jobs failed (the others finished)"), err
+    assert any(s.startswith("error: job 1 [") and "1.png" in s for s in summary), summary
+    assert any(s.startswith("error: job 2 [") and "went wrong" in s for s in summary), summary
+    # each failed job: one error line in its log, no traceback, FAILED in sacct
+    job = array_id(sweep)
+    for element, expected in ((1, "1.png"), (2, "RuntimeError: restoring boom went wrong")):
+        log = logs(sweep, f"{job}_{element}")
+        errors = [s for s in log.splitlines() if s.startswith("error:")]
+        assert len(errors) == 1 and expected in errors[0], log
+        assert "Traceback" not in log, log
+    states = {r["JobID"]: (r["State"], r["ExitCode"]) for r in sacct(env, job)}
+    assert states == {
+        f"{job}_0": ("COMPLETED", "0:0"),
+        f"{job}_1": ("FAILED", "2:0"),
+        f"{job}_2": ("FAILED", "1:0"),
+    }, states
+
+
 # -- 6. the throttle ----------------------------------------------------------------------
 def test_array_parallelism_one_runs_the_jobs_one_after_another(env, tmp_path):
     sweep = tmp_path / "sweep"
