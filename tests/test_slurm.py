@@ -11,6 +11,7 @@ what it waited for and the job's log.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shlex
@@ -83,7 +84,9 @@ def sacct(env, job: str, duplicates: bool = False) -> list[dict]:
     order sacct lists them; with `duplicates`, every attempt of a requeued job."""
     fields = "JobID,State,ExitCode,Submit,Start,End"
     out = slurm(env, "sacct", "-n", "-P", "-X", "-j", job, "-o", fields, *["-D"] * duplicates)
-    return [dict(zip(fields.split(","), line.split("|"))) for line in out.splitlines()]
+    return [
+        dict(zip(fields.split(","), line.split("|"), strict=True)) for line in out.splitlines()
+    ]
 
 
 def seconds(stamp: str) -> float:
@@ -108,7 +111,7 @@ def finish(proc: subprocess.Popen, sweep: Path, timeout: float = SWEEP_S) -> tup
         return proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        out, err = proc.communicate()
+        _out, err = proc.communicate()
         pytest.fail(f"sweep still running after {timeout:.0f} s\n{err[-2000:]}\n{logs(sweep)}")
 
 
@@ -136,7 +139,7 @@ def wait_until(condition, what: str, proc: subprocess.Popen, sweep: Path, timeou
     deadline = time.monotonic() + timeout
     while not condition():
         if proc.poll() is not None:
-            out, err = proc.communicate()
+            _out, err = proc.communicate()
             pytest.fail(f"the sweep ended before {what}\n{err[-2000:]}\n{logs(sweep)}")
         if time.monotonic() > deadline:
             pytest.fail(f"not {what} after {timeout:.0f} s\n{logs(sweep)}")
@@ -146,9 +149,15 @@ def wait_until(condition, what: str, proc: subprocess.Popen, sweep: Path, timeou
 def wait_for_first_image(proc, sweep: Path) -> tuple[str, Path]:
     """(SLURM id, folder) of the one job of `sweep` once its first image is done (it then waits
     for a signal: WAIT)."""
-    wait_until(lambda: (sweep / ".submitit").is_dir() and any(
-        p.name.isdigit() for p in (sweep / ".submitit").iterdir()
-    ), "submitted", proc, sweep)
+    wait_until(
+        lambda: (
+            (sweep / ".submitit").is_dir()
+            and any(p.name.isdigit() for p in (sweep / ".submitit").iterdir())
+        ),
+        "submitted",
+        proc,
+        sweep,
+    )
     job = array_id(sweep)
 
     def first_image() -> bool:
@@ -184,7 +193,7 @@ def job_dirs(sweep: Path) -> list[Path]:
 def test_mission_sweep_runs_on_slurm_and_is_reported(env, tmp_path):
     sweep = tmp_path / "sweep"
     args = ["schedule=exp,linear", "task=sr4,sr8", "debug=tiny"]
-    rc, out, err = run_sweep(args, env, sweep)
+    rc, _out, err = run_sweep(args, env, sweep)
     returned = time.time()
     assert rc == 0, f"{err[-3000:]}\n{logs(sweep)}"
     job = array_id(sweep)
@@ -209,19 +218,19 @@ def test_mission_sweep_runs_on_slurm_and_is_reported(env, tmp_path):
     assert report.returncode == 0, report.stderr[-2000:]
     assert "4 jobs" in report.stdout, report.stdout
     results = pd.read_csv(sweep / "report" / "results.csv")
-    assert sorted(zip(results["task"], results["schedule"])) == [
+    assert sorted(zip(results["task"], results["schedule"], strict=True)) == [
         ("sr4", "exp"),
         ("sr4", "linear"),
         ("sr8", "exp"),
         ("sr8", "linear"),
     ]
-    assert (results["N"] == 2).all()
+    assert (results["n_images"] == 2).all()
 
 
 # -- 2. one job on two tasks --------------------------------------------------------------
 def test_one_job_on_two_slurm_tasks_equals_one_process(env, straight, tmp_path):
     sweep = tmp_path / "sweep"
-    rc, out, err = run_sweep(
+    rc, _out, err = run_sweep(
         [*TINY, "trainer=ddp_cpu", "hydra.launcher.tasks_per_node=2"], env, sweep
     )
     assert rc == 0, f"{err[-3000:]}\n{logs(sweep)}"
@@ -251,7 +260,7 @@ def test_preempted_job_is_requeued_and_resumes_to_the_same_result(env, straight,
         slurm(env, "scancel", "--signal=USR2", job)
     else:
         slurm(env, "scontrol", "requeue", job)
-    out, err = finish(proc, sweep)
+    _out, err = finish(proc, sweep)
     log = logs(sweep, job)
     assert proc.returncode == 0, f"{err[-3000:]}\n{log}"
     signal = "SIGUSR2" if how == "signal" else "SIGTERM"
@@ -269,9 +278,11 @@ def test_job_at_its_time_limit_is_signalled_requeued_and_completes(env, straight
     comes about a minute into the first attempt, which waits for it after its first image."""
     delay = yaml.safe_load(PRESET.read_text())["signal_delay_s"]
     sweep = tmp_path / "sweep"
-    proc = start_sweep([*TINY, *WAIT, "hydra.launcher.timeout_min=3", f"hydra.sweep.dir={sweep}"], env)
+    proc = start_sweep(
+        [*TINY, *WAIT, "hydra.launcher.timeout_min=3", f"hydra.sweep.dir={sweep}"], env
+    )
     job, folder = wait_for_first_image(proc, sweep)
-    out, err = finish(proc, sweep)
+    _out, err = finish(proc, sweep)
     log = logs(sweep, job)
     assert proc.returncode == 0, f"{err[-3000:]}\n{log}"
     script = sweep / ".submitit" / job / f"{job}_submission.sh"
@@ -288,7 +299,7 @@ def test_job_at_its_time_limit_is_signalled_requeued_and_completes(env, straight
 # -- 5. failures ---------------------------------------------------------------------------
 def test_sweep_with_a_value_the_schema_refuses_stops_before_submitting(env, tmp_path):
     sweep = tmp_path / "sweep"
-    rc, out, err = run_sweep(["debug=tiny", "task=sr4,sr8", "method.steps=5,0"], env, sweep)
+    rc, _out, err = run_sweep(["debug=tiny", "task=sr4,sr8", "method.steps=5,0"], env, sweep)
     assert rc == 2, err[-2000:]
     (line,) = err.strip().splitlines()[-1:]
     assert line.startswith("error:") and "method.steps" in line, err[-2000:]
@@ -317,7 +328,7 @@ def test_failed_members_of_a_sweep_are_named_and_the_others_finish(env, tmp_path
         "+callbacks.fail._target_=slurm_callbacks.FailOnImage",
         "+callbacks.fail.name=boom",
     ]
-    rc, out, err = run_sweep(args, env, sweep)
+    rc, _out, err = run_sweep(args, env, sweep)
     assert rc == 1, f"{err[-3000:]}\n{logs(sweep)}"
     print(err[-1500:])
     # the refused job leaves no folder (as a refused single run); the raising one no metrics
@@ -348,14 +359,22 @@ def test_failed_members_of_a_sweep_are_named_and_the_others_finish(env, tmp_path
 # -- 6. the throttle ----------------------------------------------------------------------
 def test_array_parallelism_one_runs_the_jobs_one_after_another(env, tmp_path):
     sweep = tmp_path / "sweep"
-    args = ["method=pinv", "task=sr4,sr8", "dataset.limit=1,2", "hydra.launcher.array_parallelism=1"]
-    rc, out, err = run_sweep(args, env, sweep)
+    args = [
+        "method=pinv",
+        "task=sr4,sr8",
+        "dataset.limit=1,2",
+        "hydra.launcher.array_parallelism=1",
+    ]
+    rc, _out, err = run_sweep(args, env, sweep)
     assert rc == 0, f"{err[-3000:]}\n{logs(sweep)}"
     job = array_id(sweep)
-    assert "#SBATCH --array=0-3%1\n" in (sweep / ".submitit" / job / f"{job}_submission.sh").read_text()
+    assert (
+        "#SBATCH --array=0-3%1\n"
+        in (sweep / ".submitit" / job / f"{job}_submission.sh").read_text()
+    )
     rows = sorted(sacct(env, job), key=lambda r: seconds(r["Start"]))
     assert len(rows) == 4 and {r["State"] for r in rows} == {"COMPLETED"}, rows
-    for before, after in zip(rows, rows[1:]):
+    for before, after in itertools.pairwise(rows):
         assert seconds(after["Start"]) >= seconds(before["End"]), rows
 
 
@@ -372,11 +391,15 @@ def test_lock_lets_a_requeued_attempt_in_and_refuses_another_job(env, tmp_path):
     command = shlex.join([sys.executable, str(ROOT / "run.py"), *TINY, f"hydra.run.dir={folder}"])
     other = subprocess.run(
         ["sbatch", "--parsable", "--wait", "-p", "debug", "-o", str(other_log), "--wrap", command],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=SWEEP_S,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=SWEEP_S,
     )
     other_id = other.stdout.strip().split(";")[0]
     errors = [s for s in other_log.read_text().splitlines() if s.startswith("error:")]
-    assert len(errors) == 1 and f"in use by another job" in errors[0], other_log.read_text()
+    assert len(errors) == 1 and "in use by another job" in errors[0], other_log.read_text()
     assert f"job {job})" in errors[0], errors
     (record,) = sacct(env, other_id)
     assert record["State"] == "FAILED" and record["ExitCode"] == "2:0", record
@@ -388,7 +411,7 @@ def test_lock_lets_a_requeued_attempt_in_and_refuses_another_job(env, tmp_path):
     left_over = {**owner, "pid": 1, "host": "a-node-that-died", "process_start": None}
     (folder / ".lock").write_text(json.dumps(left_over) + "\n")
     slurm(env, "scontrol", "release", job)
-    out, err = finish(proc, sweep)
+    _out, err = finish(proc, sweep)
     log = logs(sweep, job)
     assert proc.returncode == 0, f"{err[-3000:]}\n{log}"
     assert f"it is an earlier attempt of this job ({job})" in log, log

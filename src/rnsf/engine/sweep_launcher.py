@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import OmegaConf
 
 USER_ERROR_STATUS = 2  #: rnsf.utils.cli.fail's exit status; its line is already in the log
 
@@ -89,7 +90,10 @@ class ReportFailures:
         if not failed:
             return returns
         for number, ret in failed:
-            folder = f" ({ret.working_dir})" if ret.working_dir else ""
+            output_dir = ret.hydra_cfg and OmegaConf.select(
+                ret.hydra_cfg, "hydra.runtime.output_dir"
+            )
+            folder = f" ({output_dir})" if output_dir else ""
             overrides = " ".join(ret.overrides or job_overrides[number - initial_job_idx])
             print(
                 f"error: job {number} [{overrides}] failed: {one_line(ret._return_value)}{folder}",
@@ -103,4 +107,3 @@ class ReportFailures:
             flush=True,
         )
         sys.exit(1)
-
