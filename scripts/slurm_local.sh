@@ -70,11 +70,17 @@ install_packages() {
 	((${#missing[@]} == 0)) && return
 	command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get to install them"
 	say "installing ${missing[*]}"
-	# a fresh container has no package lists; the packages' own service start-up is refused
-	# (no systemd), which apt reports but does not fail on
-	[[ -n $(ls -A /var/lib/apt/lists 2>/dev/null | grep -v lock) ]] || apt-get update -qq
+	apt-get update -qq >"$D/log/apt.log" 2>&1 || die "apt-get update failed: see $D/log/apt.log"
+	# the packages would start their own system daemons where they can: policy-rc.d says no
+	local policy=/usr/sbin/policy-rc.d created=0
+	if [[ ! -e $policy ]]; then
+		printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 0755 "$policy" && created=1
+	fi
+	local rc=0
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-		"${missing[@]}" >"$D/log/apt.log" 2>&1 || die "apt-get install failed: see $D/log/apt.log"
+		"${missing[@]}" >>"$D/log/apt.log" 2>&1 || rc=$?
+	((created)) && rm -f "$policy"
+	((rc == 0)) || die "apt-get install failed: see $D/log/apt.log"
 }
 
 write_configs() {
