@@ -41,8 +41,14 @@ pidfile() { # munged, which runs as munge, keeps its own in its folder
 ours() {
 	local pid=$1
 	[[ -n $pid && -r /proc/$pid/cmdline ]] || return 1
-	tr '\0' '\n' </proc/"$pid"/cmdline | grep -qF "$D" && return 0
-	tr '\0' '\n' </proc/"$pid"/environ 2>/dev/null | grep -qxF "RNSF_SLURM_DIR=$D"
+	{ tr '\0' '\n' </proc/"$pid"/cmdline | grep -qF "$D"; } 2>/dev/null && return 0
+	{ tr '\0' '\n' </proc/"$pid"/environ | grep -qxF "RNSF_SLURM_DIR=$D"; } 2>/dev/null
+}
+
+alive() { # pid $1 exists and is not a zombie
+	local state
+	state=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+	[[ -n $state && $state != Z* ]]
 }
 
 running() { # daemon name -> 0 if its pid file names a live process of ours
@@ -222,10 +228,10 @@ stop_pid() { # name: TERM the process of its pid file, wait, then KILL
 	if ours "$pid"; then
 		kill -TERM "$pid" 2>/dev/null || true
 		for _ in $(seq 100); do
-			ours "$pid" || break
+			alive "$pid" || break
 			sleep 0.2
 		done
-		if ours "$pid"; then
+		if alive "$pid"; then
 			say "$name ($pid) did not stop in 20 s: SIGKILL"
 			kill -KILL "$pid" 2>/dev/null || true
 		fi
