@@ -404,7 +404,7 @@ def test_lock_lets_a_requeued_attempt_in_and_refuses_another_job(env, tmp_path):
     proc = start_sweep([*TINY, *WAIT, f"hydra.sweep.dir={sweep}"], env)
     job, folder = wait_for_first_image(proc, sweep)
     owner = json.loads((folder / ".lock").read_text())
-    assert owner["job_id"] == job, owner  # the array element's id, the same across requeues
+    assert owner["job_id"] == job, owner  # SLURM_JOB_ID (one job: no array), kept by requeues
 
     # another SLURM job in the same folder stops at once, with one line naming the owner
     other_log = tmp_path / "other.out"
