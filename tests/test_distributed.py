@@ -128,7 +128,7 @@ def test_slurm_preset_composes_into_sbatch_options(tmp_path, monkeypatch):
     launcher = instantiate(preset)
     # the plugin's launcher, which ends a sweep with a summary (rnsf.engine.sweep); imported
     # after Hydra's plugin scan, which executes the plugin modules again
-    from hydra_plugins.rnsf_sweep.launchers import SlurmLauncher
+    from hydra_plugins.rnsf_launchers import SlurmLauncher
 
     assert isinstance(launcher, SlurmLauncher)
     plugin = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"

@@ -347,10 +347,12 @@ def test_the_sweep_summary_has_one_line_per_unfinished_job():
     overrides = [[f"method.steps={n}", "hydra.sweep.dir=s"] for n in range(5)]
     lines = unfinished(range(10, 15), overrides, [job_outcome(j) for j in jobs])
     assert lines == [
-        "#11 method.steps=1: no progress: the time limit …",
-        "#12 method.steps=2: Job not requeued because: x.",
-        "#13 method.steps=3: error: dataset.root=/nope does not exist",
-        "#14 method.steps=4: Job 12_1 has not produced any output (state: FAILED)",
+        "error: job 11 [method.steps=1] did not finish: NoProgress: no progress: the time limit …",
+        "error: job 12 [method.steps=2] did not finish: UncompletedJobError: Job not requeued "
+        "because: x.",
+        "error: job 13 [method.steps=3] did not finish: dataset.root=/nope does not exist",
+        "error: job 14 [method.steps=4] did not finish: Job 12_1 has not produced any output "
+        "(state: FAILED)",
     ]
 
 
@@ -379,12 +381,13 @@ def test_a_sweep_whose_jobs_make_no_progress_ends_in_one_line_per_job(tmp_path):
     assert result.returncode == 1, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     lines = result.stderr.splitlines()
-    start = lines.index(
-        f"2 of 2 jobs of the sweep did not finish (rerun the sweep with hydra.sweep.dir={sweep} "
-        "to resume them):"
-    )
-    for n, line in enumerate(lines[start + 1 : start + 3]):
-        assert line.startswith(f"  #{n} debug=tiny method.steps={n + 2} +callbacks"), line
+    start = next(i for i, s in enumerate(lines) if s.startswith("error: job 0 ["))
+    assert lines[start + 2].startswith(
+        "error: 2 of 2 jobs of the sweep did not finish (the others finished); rerun the sweep "
+        f"with hydra.sweep.dir={sweep} to resume them"
+    ), lines[start + 2]
+    for n, line in enumerate(lines[start : start + 2]):
+        assert line.startswith(f"error: job {n} [debug=tiny method.steps={n + 2} +callbacks"), line
         assert "SIGUSR2: no progress: the time limit stopped the job in" in line, line
     logs = "\n".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.*"))
     assert "Requeued" not in logs

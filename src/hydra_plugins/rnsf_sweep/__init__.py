@@ -1,1 +1,0 @@
-"""rnsf's submitit launchers (Hydra finds launchers only in its `hydra_plugins` package)."""
