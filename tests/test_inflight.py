@@ -37,7 +37,7 @@ METHODS = {
     "dps": lambda: DPS(steps=STEPS),
     "ssd": lambda: SSD(steps=STEPS),
     "ssd_plus": lambda: SSDPlus(steps=STEPS, consistency_until=500),
-    "pigdm": lambda: PiGDM(steps=STEPS),
+    "pigdm": lambda: PiGDM(steps=STEPS, eta=0.5),  # η > 0: fresh noise in every step
     "reddiff": lambda: REDDiff(steps=STEPS),
     "reddiff_discard_last_step": lambda: REDDiff(steps=STEPS, discard_last_step=True),
     "diffpir": lambda: DiffPIR(steps=STEPS),
