@@ -30,6 +30,7 @@ from typing import ClassVar
 import torch
 
 from rnsf.methods.base import Method, StepInfo
+from rnsf.methods.state import SamplerState
 from rnsf.operators.base import LinearOperator
 from rnsf.operators.inpainting import Inpainting
 from rnsf.utils.random import randn
@@ -108,6 +109,9 @@ class DAPS(Method):
     variant: str = "main"
     name: str = field(default="daps", init=False)
     supports_known = True  # the overlap constraint after each Langevin run
+    #: state: x at the next level (and after the last, x₀: the result); its step counts
+    #: network evaluations, `ode_steps` per level, as `nfe` and the callback's index do
+    resumable = True
     config_schema: ClassVar[dict] = {
         "steps": Int(1, 100000),
         "ode_steps": Int(1, 1000),
@@ -183,16 +187,31 @@ class DAPS(Method):
             x = torch.where(bad, torch.zeros_like(x), x)  # per image (upstream: the batch)
         return x
 
-    def restore(self, y, operator, denoiser, generators, *, sigma_y=0.0, callback=None, known=None):
+    def restore(
+        self,
+        y,
+        operator,
+        denoiser,
+        generators,
+        *,
+        sigma_y=0.0,
+        callback=None,
+        known=None,
+        state=None,
+    ):
         lr = self.step_size(operator)
         x_shape = operator.x_shape(y.shape)
 
         def noise():
             return randn(x_shape[1:], generators, y.device, y.dtype)
 
-        x = self.sigmas[0] * noise()  # x_T = σ_max z
-        x0y = x
-        for k in range(self.levels):
+        state = state or SamplerState()  # a stopped batch continues from state.step
+        if state.step:  # after state.step // ode_steps levels (x₀ only after the last one)
+            x, x0y = state.x, state.carry.get("x0")
+        else:
+            x = self.sigmas[0] * noise()  # x_T = σ_max z
+            x0y = x
+        for k in range(state.step // self.ode_steps, self.levels):
             sigma, sigma_next = self.sigmas[k], self.sigmas[k + 1]
             with torch.no_grad():
                 x0 = self.ode_x0(denoiser, x, sigma)
@@ -200,6 +219,8 @@ class DAPS(Method):
             if known is not None:  # mask-shift: the overlap keeps the earlier windows' result
                 x0y = known.apply(x0y)
             x = x0y + sigma_next * noise()  # drawn also at σ_N = 0, as upstream
+            last = {"x0": x0y} if k == self.levels - 1 else {}  # the result, after the last level
+            state.reached((k + 1) * self.ode_steps, x, **last)
             if callback is not None:  # after the level's last network evaluation
                 index = (k + 1) * self.ode_steps - 1
                 t = round(c_noise(sigma))

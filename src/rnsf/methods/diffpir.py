@@ -35,6 +35,7 @@ import torch
 
 from rnsf.diffusion import NUM_TIMESTEPS
 from rnsf.methods.base import Method, StepInfo
+from rnsf.methods.state import SamplerState
 from rnsf.operators.base import LinearOperator, SVDOperator
 from rnsf.operators.inpainting import Inpainting
 from rnsf.operators.separable import AverageSR, BicubicSR, SeparableOperator
@@ -121,6 +122,7 @@ class DiffPIR(Method):
     name: str = field(default="diffpir", init=False)
     needs_svd = True  # the proximal step in spectral coordinates
     supports_known = True  # the overlap constraint after the proximal step, as DDNM's
+    resumable = True  # state: the iterate (after the last step, x̂₀ too for `output: x0`)
     config_schema: ClassVar[dict] = {
         "steps": Int(1, NUM_TIMESTEPS),
         "skip_type": Choice("quad", "uniform"),
@@ -155,7 +157,18 @@ class DiffPIR(Method):
         lam, zeta = self.settings(operator)
         return {**self.hyperparameters(), "lam": lam, "zeta": zeta, "timesteps": self.timesteps}
 
-    def restore(self, y, operator, denoiser, generators, *, sigma_y=0.0, callback=None, known=None):
+    def restore(
+        self,
+        y,
+        operator,
+        denoiser,
+        generators,
+        *,
+        sigma_y=0.0,
+        callback=None,
+        known=None,
+        state=None,
+    ):
         if not isinstance(operator, SVDOperator):
             raise UserError(
                 f"diffpir needs an operator with an SVD for its proximal step, and "
@@ -176,16 +189,20 @@ class DiffPIR(Method):
         def noise():
             return randn(x_shape[1:], generators, y.device, y.dtype)
 
-        # x_T = √ᾱ_T A†y + √(1−ᾱ_T) z (main_ddpir_sisr.py L243-254, A†y for the bicubic upsampling)
-        t_first = self.timesteps[0]
-        x = root[t_first + 1] * operator.A_pinv(y) + root_1m[t_first + 1] * noise()
+        state = state or SamplerState()  # a stopped batch continues from state.step
+        if state.step:
+            x, x0_tilde = state.x, state.carry.get("x0")
+        else:  # x_T = √ᾱ_T A†y + √(1−ᾱ_T) z (main_ddpir_sisr.py L243-254, A†y for bicubic SR)
+            t_first = self.timesteps[0]
+            x = root[t_first + 1] * operator.A_pinv(y) + root_1m[t_first + 1] * noise()
+            x0_tilde = x
         timesteps = self.timesteps[:-1] if self.output == "x0" else self.timesteps
-        x0_tilde = x
-        for i, t in enumerate(timesteps):
+        for i, t in enumerate(timesteps[state.step :], start=state.step):
             # 1. x̂₀ from the network, clamped before the data step (specs D1)
             eps = denoiser.eps(x, t)
             x0 = denoiser.x0_from_eps(x, eps, t, torch.float64).clamp(-1, 1)
             if i == len(self.timesteps) - 1:  # t = 0: no data step, the state is returned (D2)
+                state.reached(i + 1, x)
                 if callback is not None:
                     callback(StepInfo(index=i, t=t, x=x, x0=x0, x0_corrected=x0))
                 break
@@ -205,6 +222,9 @@ class DiffPIR(Method):
                 + math.sqrt(1 - zeta) * kept
                 + math.sqrt(zeta) * root_1m[t_next + 1] * noise()
             )
+            # `output: x0` returns the last corrected x̂₀: after the last step it goes with x
+            last = self.output == "x0" and i == len(timesteps) - 1
+            state.reached(i + 1, x, **({"x0": x0_tilde} if last else {}))
             if callback is not None:
                 callback(StepInfo(index=i, t=t, x=x, x0=x0, x0_corrected=x0_tilde))
         if self.output == "x0":

@@ -38,6 +38,7 @@ import torch
 
 from rnsf.methods.base import Method, StepInfo
 from rnsf.methods.ddrm import ddrm_timesteps
+from rnsf.methods.state import SamplerState
 from rnsf.operators.base import LinearOperator
 from rnsf.operators.inpainting import Inpainting
 from rnsf.utils.errors import UserError
@@ -78,6 +79,7 @@ class PiGDM(Method):
     name: str = field(default="pigdm", init=False)
     needs_grad = True  # one vector–Jacobian product through the network per step
     supports_known = True  # x̂₀ pinned on the overlap, the guidance kept off it (as `in2`)
+    resumable = True  # state: the iterate (each step reads x_t only)
     config_schema: ClassVar[dict] = {
         "steps": Int(1, 1000),
         "eta": Float(0.0, 1.0),
@@ -149,7 +151,18 @@ class PiGDM(Method):
         r2 = 1.0 - abar_t
         return regularized_pinv(operator, y - operator.A(x0), sigma_y**2 / r2)
 
-    def restore(self, y, operator, denoiser, generators, *, sigma_y=0.0, callback=None, known=None):
+    def restore(
+        self,
+        y,
+        operator,
+        denoiser,
+        generators,
+        *,
+        sigma_y=0.0,
+        callback=None,
+        known=None,
+        state=None,
+    ):
         form = self.form_for(sigma_y)
         if form == "paper" and not getattr(operator, "has_svd", False):
             raise UserError(
@@ -173,11 +186,16 @@ class PiGDM(Method):
             if known is not None:  # mask-shift: the overlap keeps the earlier windows' result
                 unknown = (~known.mask).to(y.dtype)
                 hole = unknown if hole is None else hole * unknown
-            t_first = self.timesteps[-1]
-            # x_T = √ᾱ_T A†y + √(1−ᾱ_T) z
-            x = math.sqrt(abar[t_first + 1]) * pinv_y + root_1m[t_first + 1] * noise()
-            pairs = zip(reversed(self.timesteps), reversed([-1, *self.timesteps[:-1]]), strict=True)
-            for i, (t, s) in enumerate(pairs):
+            state = state or SamplerState()  # a stopped batch continues from state.step
+            if state.step:
+                x = state.x
+            else:  # x_T = √ᾱ_T A†y + √(1−ᾱ_T) z
+                t_first = self.timesteps[-1]
+                x = math.sqrt(abar[t_first + 1]) * pinv_y + root_1m[t_first + 1] * noise()
+            pairs = list(
+                zip(reversed(self.timesteps), reversed([-1, *self.timesteps[:-1]]), strict=True)
+            )
+            for i, (t, s) in enumerate(pairs[state.step :], start=state.step):
                 a_t, a_s = abar[t + 1], abar[s + 1]
                 c1 = self.eta * math.sqrt((1 - a_t / a_s) * (1 - a_s) / (1 - a_t))
                 c2 = math.sqrt(max(1 - a_s - c1**2, 0.0))
@@ -201,6 +219,7 @@ class PiGDM(Method):
                 # x_s = √ᾱ_s x̂₀ + c₁ z + c₂ ε̂ + √(ᾱ_s ᾱ_t) w g
                 scale = math.sqrt(a_s) * math.sqrt(a_t) * self.weight
                 x = math.sqrt(a_s) * x0_corrected + c1 * noise() + c2 * eps + scale * g
+                state.reached(i + 1, x)
                 if callback is not None:
                     callback(StepInfo(index=i, t=t, x=x, x0=x0, x0_corrected=x0_corrected))
         return x.detach()

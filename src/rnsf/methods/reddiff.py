@@ -36,6 +36,7 @@ import torch
 
 from rnsf.methods.base import Method, StepInfo
 from rnsf.methods.pigdm import pigdm_timesteps
+from rnsf.methods.state import SamplerState
 from rnsf.utils.random import randn
 from rnsf.utils.schema import Bool, Choice, Float, Int
 
@@ -68,6 +69,7 @@ class REDDiff(Method):
     discard_last_step: bool = False
     name: str = field(default="reddiff", init=False)
     supports_known = True  # μ pinned on the overlap after every Adam step
+    resumable = True  # state: μ and Adam's moments (its step count is the step's)
     config_schema: ClassVar[dict] = {
         "steps": Int(1, 1000),
         "lam": Float(0.0),
@@ -99,7 +101,18 @@ class REDDiff(Method):
         """w_t = λ ω(σ_t), σ_t = √(1−ᾱ_t) / √ᾱ_t."""
         return self.lam * WEIGHTINGS[self.weighting](math.sqrt(1 - abar_t) / math.sqrt(abar_t))
 
-    def restore(self, y, operator, denoiser, generators, *, sigma_y=0.0, callback=None, known=None):
+    def restore(
+        self,
+        y,
+        operator,
+        denoiser,
+        generators,
+        *,
+        sigma_y=0.0,
+        callback=None,
+        known=None,
+        state=None,
+    ):
         # upstream's float32 ᾱ (models/diffusion.py), one host copy: abar[t + 1] = ᾱ_t
         abar = denoiser.alphas_cumprod(torch.float32, "cpu").tolist()
         x_shape = operator.x_shape(y.shape)
@@ -110,11 +123,20 @@ class REDDiff(Method):
 
         with torch.inference_mode(False), torch.no_grad():
             y = y.clone()
-            mu = operator.A_pinv(y).clone()  # μ₀ = A†y, a tensor of its own (Adam updates it)
-            if known is not None:  # mask-shift: the overlap keeps the earlier windows' result
-                mu = known.apply(mu)
+            state = state or SamplerState()  # a stopped batch continues from state.step
+            if state.step:  # μ, and Adam as it stood after state.step updates
+                mu, output = state.x, state.carry.get("x0")  # x̃₀ only after the last step
+            else:
+                mu = operator.A_pinv(y).clone()  # μ₀ = A†y, a tensor of its own (Adam updates it)
+                if known is not None:  # mask-shift: the overlap keeps the earlier windows' result
+                    mu = known.apply(mu)
             adam = torch.optim.Adam([mu], lr=self.lr, betas=self.betas, eps=self.adam_eps)
-            for i, t in enumerate(reversed(self.timesteps)):
+            if state.step:  # Adam's moments, and its count of updates: one per step
+                moments = {key: state.carry[key] for key in ("exp_avg", "exp_avg_sq")}
+                saved = {"step": torch.tensor(float(state.step)), **moments}
+                adam.load_state_dict({**adam.state_dict(), "state": {0: saved}})
+            timesteps = list(reversed(self.timesteps))
+            for i, t in enumerate(timesteps[state.step :], start=state.step):
                 a_t = abar[t + 1]
                 n0, z = noise(), noise()  # both drawn every step, as upstream
                 x0 = mu + self.sigma_x0 * n0 if self.sigma_x0 else mu.clone()
@@ -131,6 +153,11 @@ class REDDiff(Method):
                 adam.step()
                 if known is not None:
                     mu.copy_(known.apply(mu))
+                # Adam updates μ and its moments in place: the state holds references to them
+                moments = {key: adam.state[mu][key] for key in ("exp_avg", "exp_avg_sq")}
+                if self.discard_last_step and i == len(timesteps) - 1:
+                    moments["x0"] = output  # the result: x̃₀ before this last update
+                state.reached(i + 1, mu, **moments)
                 if callback is not None:
                     x0_net = denoiser.x0_from_eps(x_t, eps, t)
                     callback(StepInfo(index=i, t=t, x=mu.clone(), x0=x0_net, x0_corrected=x0))
