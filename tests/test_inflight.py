@@ -363,7 +363,7 @@ def test_the_sweep_summary_has_one_line_per_unfinished_job():
     overrides = [[f"method.steps={n}", "hydra.sweep.dir=s"] for n in range(5)]
     lines = unfinished(range(10, 15), overrides, [job_outcome(j) for j in jobs])
     assert lines == [
-        "error: job 11 [method.steps=1] did not finish: NoProgress: no progress: the time limit …",
+        "error: job 11 [method.steps=1] did not finish: no progress: the time limit …",
         "error: job 12 [method.steps=2] did not finish: UncompletedJobError: Job not requeued "
         "because: x.",
         "error: job 13 [method.steps=3] did not finish: dataset.root=/nope does not exist",
@@ -404,6 +404,6 @@ def test_a_sweep_whose_jobs_make_no_progress_ends_in_one_line_per_job(tmp_path):
     ), lines[start + 2]
     for n, line in enumerate(lines[start : start + 2]):
         assert line.startswith(f"error: job {n} [debug=tiny method.steps={n + 2} +callbacks"), line
-        assert "SIGUSR2: no progress: the time limit stopped the job in" in line, line
+        assert "did not finish: no progress: the time limit stopped the job in" in line, line
     logs = "\n".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.*"))
     assert "Requeued" not in logs

@@ -112,15 +112,16 @@ class RestorationModule(L.LightningModule):
         # the batch's classes go with every call; the denoiser itself holds no batch state
         denoiser = self.denoiser.conditioned(labels) if self.denoiser is not None else None
         user, progress = self.step_callback, self.progress
+        progress.start(self.method.nfe)
+        state, resumed = self._resumed_state(indices, generators)
 
         def callback(info):
-            progress.steps += 1
+            # network evaluations done in this run (a DAPS callback comes once per level)
+            progress.steps = info.index + 1 - resumed["step"]
             if user is not None:
                 info.names = names
                 user(info)
 
-        progress.start(self.method.nfe)
-        state, resumed = self._resumed_state(indices, generators)
         extra = {"state": state} if state is not None else {}
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

@@ -42,10 +42,16 @@ class JobFailed(Exception):
 
 
 def one_line(error: BaseException) -> str:
-    """The last line of an error's message, with its type unless it is a `JobFailed`."""
+    """The last line of an error's message, with its type unless rnsf wrote it as one line for
+    the user (a bad input, a job without progress, a failure already reduced to its line)."""
+    from rnsf.engine.interrupt import NoProgress
+    from rnsf.utils.errors import UserError
+
     lines = str(error).strip().splitlines()
     text = lines[-1] if lines else ""
-    return text if isinstance(error, JobFailed) else f"{type(error).__name__}: {text}"
+    if isinstance(error, JobFailed | UserError | NoProgress):
+        return text
+    return f"{type(error).__name__}: {text}"
 
 
 # -- in the job ---------------------------------------------------------------------------------
