@@ -1,10 +1,11 @@
-"""python -m rnsf.report <run or sweep folders…> [--reference [CSV]] [--out DIR]
+"""python -m rnsf.report <run or sweep folders…> [--reference [CSV]] [--baseline ROW] [--out DIR]
 
 Collects the `metrics.json` of every job under the folders and writes, into `--out`
 (default: `<folder>/report` for one folder, `outputs/report` otherwise), the tidy
 `results.csv`, one table per dataset as Markdown, CSV and LaTeX in the paper's layout, and a
-figure; the Markdown is printed too. The folder of a λ-schedule search (`experiment=lambda_search`)
-gets the ablation view instead (`rnsf.report.ablation`).
+figure; the Markdown is printed too. Every mean has its 95 % interval; `--baseline` adds the
+paired comparison of every other row with that one. The folder of a λ-schedule search
+(`experiment=lambda_search`) gets the ablation view instead (`rnsf.report.ablation`).
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ import logging
 import sys
 from pathlib import Path
 
+from rnsf.metrics.intervals import BOOTSTRAP_SEED
 from rnsf.report.ablation import is_search, write_ablation
 from rnsf.report.collect import METRICS, collect
 from rnsf.report.figures import FIGURE_AXES
 from rnsf.report.files import write_report
+from rnsf.report.stats import baseline_label
+from rnsf.utils.errors import UserError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -42,6 +46,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=[*FIGURE_AXES, "none"],
         default="auto",
         help="x axis of the figure: steps, schedule, method, or none",
+    )
+    stats = parser.add_argument_group("statistics")
+    stats.add_argument(
+        "--baseline", metavar="ROW", help="compare every row with this one, on the same images"
+    )
+    stats.add_argument("--intervals", action="store_true", help="intervals in the LaTeX too")
+    stats.add_argument(
+        "--bootstrap-seed", type=int, default=BOOTSTRAP_SEED, help="seed of every interval"
     )
     return parser.parse_args(argv)
 
@@ -74,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     searches = [f for f in args.folders if is_search(f)]
     for folder in searches:  # λ-schedule searches (experiment=lambda_search): the ablation view
-        print(write_ablation(folder, out if len(searches) == 1 else out / folder.name))
+        target = out if len(searches) == 1 else out / folder.name
+        print(write_ablation(folder, target, bootstrap_seed=args.bootstrap_seed))
     if len(searches) == len(args.folders):
         print(f"ablation view in {out}")
         return 0
@@ -83,13 +96,22 @@ def main(argv: list[str] | None = None) -> int:
         from rnsf.data.reference import load_reference
 
         reference = load_reference(None if args.reference == "default" else args.reference)
-    text = write_report(
-        frame,
-        out,
-        reference=reference,
-        metrics=metrics,
-        figure=None if args.figure == "none" else args.figure,
-    )
+    try:
+        if args.baseline:  # a row that is not there is refused before anything is written
+            baseline_label(frame, args.baseline)
+        text = write_report(
+            frame,
+            out,
+            reference=reference,
+            metrics=metrics,
+            figure=None if args.figure == "none" else args.figure,
+            baseline=args.baseline,
+            latex_intervals=args.intervals,
+            bootstrap_seed=args.bootstrap_seed,
+        )
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(text)
     print(f"{len(frame)} jobs; tables and figure in {out}")
     return 0
