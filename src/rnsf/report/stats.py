@@ -110,15 +110,15 @@ def cell_stats(
     n_resamples: int = N_RESAMPLES,
 ) -> pd.DataFrame:
     """One row per (label, steps, task) cell: `<metric>` (mean over seeds of the per-seed
-    means), `<metric>_sd` (between seeds), with `intervals` `<metric>_lo` / `_hi`; `N` (images
-    per seed) and `seeds`."""
+    means), `<metric>_sd` (between seeds), with `intervals` `<metric>_lo` / `_hi`; `N` (the most
+    images a job of the cell scored) and `seeds`."""
     frame = frame.assign(steps=frame["steps"].fillna(0))
     scores = image_scores(frame) if intervals else None
     rows = []
     for key, jobs in frame.groupby(CELL_KEYS, dropna=False, sort=False):
         seeds = jobs["seed"].fillna(0)
         row = dict(zip(CELL_KEYS, key, strict=True))
-        row["N"] = pd.to_numeric(jobs["n_images"], errors="coerce").mean()
+        row["N"] = pd.to_numeric(jobs["n_images"], errors="coerce").max()
         row["seeds"] = seeds.nunique()
         mine = scores[scores["job"].isin(jobs.index)] if intervals else None
         kid_std = pd.to_numeric(jobs.get("kid_std", pd.Series(dtype=float)), errors="coerce")
