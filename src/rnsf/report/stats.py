@@ -95,6 +95,7 @@ def job_intervals(
     if "kid_std" in frame:
         kid, std = frame["kid"].astype(float), frame["kid_std"].astype(float)
         bounds["kid_lo"], bounds["kid_hi"] = (kid - std).to_numpy(), (kid + std).to_numpy()
+    out = out.drop(columns=[c for c in bounds if c in out])  # recomputed from the images
     at = list(out.columns).index(list(METRICS)[-1]) + 1
     for name, values in bounds.items():
         out.insert(at, name, values)
