@@ -235,7 +235,6 @@ def test_lambda_search_view_shows_paired_differences_with_intervals(tmp_path):
     rng = np.random.default_rng(8)
     base = rng.normal(27.0, 1.5, size=8)
     (tmp_path / "optimization_results.yaml").write_text(yaml.safe_dump({"best_params": {}}))
-    fake_job(tmp_path, "trial_0", base, split="val", method="rnsf")
     tuned = base + 0.05 + rng.normal(0, 0.05, 8)
     for name, scores in (("ddnm", base), ("exp", base), ("tuned", tuned)):
         fake_job(tmp_path / "test", name, scores, first=8, seed=0)

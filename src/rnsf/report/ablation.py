@@ -262,12 +262,11 @@ def write_ablation(
     folder, out = Path(folder), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     frame = trials(folder)
-    if frame.empty:
-        return f"### λ search {folder}\n\nno finished trial\n"
-    public = frame[[c for c in frame.columns if not c.startswith("_")]]
-    public.to_csv(out / "ablation_trials.csv", index=False)
-    scored = frame.dropna(subset=["objective"])
-    lines = [f"### λ search {folder.name}: {len(frame)} trials"]
+    lines = [f"### λ search {folder.name}: {len(frame) or 'no finished'} trials"]
+    if not frame.empty:
+        public = frame[[c for c in frame.columns if not c.startswith("_")]]
+        public.to_csv(out / "ablation_trials.csv", index=False)
+    scored = frame.dropna(subset=["objective"]) if not frame.empty else frame
     if not scored.empty:
         best = best_trial(scored)
         plot_objective(scored, out / "ablation_objective.png")
