@@ -212,7 +212,7 @@ def compare(
     scores = image_scores(frame)
     rows = []
     for (label, steps, task), jobs in frame.groupby(CELL_KEYS, dropna=False, sort=False):
-        if label == base:
+        if label == base or jobs["output_dir"].isna().all():  # published rows have no images
             continue
         candidates = frame[(frame["label"] == base) & (frame["task"] == task)]
         if candidates["steps"].nunique() > 1:
