@@ -93,7 +93,8 @@ def job_intervals(
                 lo, hi = mean_interval(mine[metric].to_numpy(float), seed, n_resamples)
                 bounds[f"{metric}_lo"][i], bounds[f"{metric}_hi"][i] = lo, hi
     if "kid_std" in frame:
-        kid, std = frame["kid"].astype(float), frame["kid_std"].astype(float)
+        kid = pd.to_numeric(frame["kid"], errors="coerce")
+        std = pd.to_numeric(frame["kid_std"], errors="coerce")
         bounds["kid_lo"], bounds["kid_hi"] = (kid - std).to_numpy(), (kid + std).to_numpy()
     out = out.drop(columns=[c for c in bounds if c in out])  # recomputed from the images
     at = list(out.columns).index(list(METRICS)[-1]) + 1
