@@ -8,6 +8,7 @@ import os
 
 import lightning as L
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -18,6 +19,7 @@ from rnsf.engine.module import RestorationModule
 from rnsf.engine.writer import JobWriter
 from rnsf.methods import DDNM, DDRM, DPS, RNSF, SSD, Pinv
 from rnsf.operators import BicubicSR, Task
+from rnsf.report import job_intervals
 from rnsf.schedules import ExpSchedule
 
 
@@ -61,6 +63,11 @@ def test_test_loop_for_every_method(method, folder, tmp_path):
     assert metrics["n_images"] == 3 and metrics["method"] == method.name
     assert (tmp_path / "images/restored/img2.png").is_file()
     assert metrics["psnr"] > (15 if method.name == "pinv" else 25)
+    # each mean's 95 % bootstrap interval, the same as the report's from per_image.csv
+    lo, hi = metrics["psnr_lo"], metrics["psnr_hi"]
+    assert lo <= metrics["psnr"] <= hi and lo < hi
+    again = job_intervals(pd.DataFrame([{**metrics, "output_dir": str(tmp_path)}])).iloc[0]
+    assert (again["psnr_lo"], again["psnr_hi"]) == pytest.approx((lo, hi), rel=1e-5)
 
 
 def test_exact_path_turns_tf32_off_on_a_gpu():

@@ -195,6 +195,7 @@ def test_sweep_jobs_each_log_a_named_grouped_finished_run(tmp_path):
         assert run.config["method"]["steps"] == 3 and run.config["job"]["nfe"] == 3
         assert run.config["job"]["method"] == method and run.config["seed"] == 0
         assert {"per_image", "grid", "frames/astronaut_0_0", "summary/psnr"} <= run.keys
+        assert {"summary/psnr_lo", "summary/psnr_hi"} <= run.keys  # the mean's 95 % interval
         assert "frames/astronaut_0_1" not in run.keys  # log_frames=1: the first image only
         assert ("lambda_schedule" in run.keys) == (method == "rnsf")
         (table,) = run.media("table/per_image_*.table.json")

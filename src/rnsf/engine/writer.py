@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from rnsf.data.images import save_png
 from rnsf.engine import outputs, resume
 from rnsf.engine.inflight import Inflight
+from rnsf.metrics.intervals import mean_interval
 
 PER_IMAGE_COLUMNS = ["index", "name", "psnr", "ssim", "lpips", "consistency", "seconds"]
 SCORES = ("psnr", "ssim", "lpips", "consistency")
@@ -99,6 +100,11 @@ class JobWriter(BasePredictionWriter):
         summary["n_images"] = len(rows)
         for key in SCORES:
             summary[key] = outputs.mean(rows, key) if key in scores else None
+        for key in SCORES:  # the 95 % bootstrap interval of each mean (rnsf.report's)
+            values = [r[key] for r in rows if key in scores and r.get(key) is not None]
+            summary[f"{key}_lo"], summary[f"{key}_hi"] = (
+                mean_interval(values) if len(values) > 1 else (None, None)
+            )
         summary["seconds_per_image"] = outputs.mean(rows, "seconds")
         # FID/KID read the PNGs written above: this runs once, on rank 0, after every image of
         # the job is done (in predict mode it only records why they are null)

@@ -8,7 +8,10 @@ A search folder holds the Optuna trials (jobs on the validation split, each with
 - `ablation_trials.csv`: one row per trial, its schedule parameters, objective and metrics;
 - `ablation_objective.png`: the objective against the trial number, with the best so far;
 - `ablation_lambda.png`: λ of the best schedule beside the paper's `exp` (and DDNM's λ ≡ 1);
-- `ablation_test.md` / `.csv`: the tuned schedule against exp, DDNM and A†y on the test split.
+- `ablation_test.md` / `.csv`: the tuned schedule against exp, DDNM and A†y on the test split,
+  each mean with its 95 % bootstrap interval over the images, and the paired differences tuned −
+  DDNM, exp − DDNM and tuned − exp on the same images (95 % paired-bootstrap interval, sign-flip
+  p-value, Holm-adjusted over the view's comparisons).
 """
 
 from __future__ import annotations
@@ -24,10 +27,14 @@ from omegaconf import OmegaConf
 from rnsf.ablation.evaluate import RESULTS_FILE, TEST_DIR
 from rnsf.ablation.objective import Objective
 from rnsf.engine.resume import CONFIG_FILE
+from rnsf.metrics.intervals import BOOTSTRAP_SEED, holm
+from rnsf.report.stats import ALPHA, image_scores, job_intervals, paired
 
 #: rows of the test-split table, in order, and their labels
 TEST_ROWS = {"tuned": "RNSF (tuned)", "exp": "RNSF (exp)", "ddnm": "DDNM", "pinv": "A†y"}
 TEST_COLUMNS = ["psnr", "ssim", "lpips", "consistency"]
+#: the paired differences of the test-split view (row − row)
+TEST_PAIRS = [("tuned", "ddnm"), ("exp", "ddnm"), ("tuned", "exp")]
 
 
 def is_search(folder: str | Path) -> bool:
@@ -93,8 +100,9 @@ def best_trial(frame: pd.DataFrame) -> pd.Series:
     return frame.loc[values.idxmax() if maximize else values.idxmin()]
 
 
-def test_table(folder: str | Path) -> pd.DataFrame:
-    """The test-split jobs (tuned, exp, DDNM, A†y) side by side."""
+def test_table(folder: str | Path, bootstrap_seed: int = BOOTSTRAP_SEED) -> pd.DataFrame:
+    """The test-split jobs (tuned, exp, DDNM, A†y) side by side, each metric with the ends of
+    its 95 % bootstrap interval over the images (`<metric>_lo`, `_hi`)."""
     rows = []
     for name, label in TEST_ROWS.items():
         job = Path(folder) / TEST_DIR / name
@@ -112,9 +120,49 @@ def test_table(folder: str | Path) -> pd.DataFrame:
                 "n_images": metrics.get("n_images"),
                 "steps": metrics.get("steps"),
                 "task": metrics.get("task"),
+                "dataset": metrics.get("dataset"),
+                "seed": metrics.get("seed"),
+                "output_dir": str(job),
             }
         )
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    bounds = job_intervals(frame.reindex(columns=[*frame.columns, "kid", "fid"]), bootstrap_seed)
+    for m in TEST_COLUMNS:
+        frame.insert(frame.columns.get_loc(m) + 1, f"{m}_lo", bounds[f"{m}_lo"])
+        frame.insert(frame.columns.get_loc(m) + 2, f"{m}_hi", bounds[f"{m}_hi"])
+    return frame.drop(columns=["dataset", "seed", "output_dir"])
+
+
+def paired_test_table(folder: str | Path, bootstrap_seed: int = BOOTSTRAP_SEED) -> pd.DataFrame:
+    """Tuned − DDNM, exp − DDNM and tuned − exp on the same test images: per metric the mean
+    difference, its 95 % paired-bootstrap interval, the sign-flip p-value and its Holm
+    adjustment over every comparison of the view; `n` pairs."""
+    jobs = {}
+    for name in TEST_ROWS:
+        job = Path(folder) / TEST_DIR / name
+        if (job / "metrics.json").is_file():
+            metrics = json.loads((job / "metrics.json").read_text())
+            row = {k: metrics.get(k) for k in ("dataset", "split", "seed")}
+            jobs[name] = image_scores(pd.DataFrame([{**row, "output_dir": str(job)}]))
+    rows = []
+    for a, b in TEST_PAIRS:
+        if a not in jobs or b not in jobs:
+            continue
+        found = paired(jobs[a], jobs[b], TEST_COLUMNS, bootstrap_seed)
+        row = {"comparison": f"{TEST_ROWS[a]} − {TEST_ROWS[b]}", "n": 0}
+        for metric, result in found.items():
+            row["n"] = max(row["n"], result["n"])
+            row.update({f"{metric}_{k}": v for k, v in result.items() if k != "n"})
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    ps = [c for c in frame.columns if c.endswith("_p")]
+    if ps:
+        adjusted = holm(frame[ps].to_numpy(float).ravel()).reshape(len(frame), len(ps))
+        for i, column in enumerate(ps):
+            frame.insert(frame.columns.get_loc(column) + 1, f"{column}_holm", adjusted[:, i])
+    return frame
 
 
 def schedule_curve(params: dict | None, s: np.ndarray) -> np.ndarray:
@@ -169,35 +217,56 @@ def _save(fig, ax, out: Path) -> Path:
     return out
 
 
+DECIMALS = {"objective": ".2f", "psnr": ".2f", "ssim": ".4f", "lpips": ".4f", "consistency": ".2e"}
+
+
 def _markdown(frame: pd.DataFrame) -> str:
-    shown = frame.copy()
-    for column in ("objective", "psnr"):
-        if column in shown:
-            shown[column] = shown[column].map(lambda v: None if pd.isna(v) else f"{v:.2f}")
-    for column in ("ssim", "lpips"):
-        if column in shown:
-            shown[column] = shown[column].map(lambda v: None if pd.isna(v) else f"{v:.4f}")
+    """The test-split table: `27.47 ± 0.50` (half the width of the 95 % interval)."""
+    shown = frame[[c for c in frame.columns if not c.endswith(("_lo", "_hi"))]].copy()
+    for column, fmt in DECIMALS.items():
+        if column not in shown:
+            continue
+        text = shown[column].map(lambda v, f=fmt: None if pd.isna(v) else f"{v:{f}}")
+        if f"{column}_lo" in frame:
+            half = (frame[f"{column}_hi"] - frame[f"{column}_lo"]) / 2
+            pm = half.map(lambda v, f=fmt: "" if pd.isna(v) else f" ± {v:{f}}")
+            text = text.where(text.isna(), text + pm)
+        shown[column] = text
     if "steps" in shown:
         shown["steps"] = shown["steps"].map(lambda v: "–" if pd.isna(v) else f"{int(v)}")
-    if "consistency" in shown:
-        shown["consistency"] = shown["consistency"].map(
-            lambda v: None if pd.isna(v) else f"{v:.2e}"
-        )
     shown = shown.dropna(axis=1, how="all")
     return shown.to_markdown(index=False, disable_numparse=True)
 
 
-def write_ablation(folder: str | Path, out: str | Path) -> str:
+def _paired_markdown(frame: pd.DataFrame) -> str:
+    """`+0.05 [−0.02, +0.12] p=0.31` per comparison and metric (p: Holm-adjusted)."""
+    shown = frame[["comparison", "n"]].copy()
+    for metric in TEST_COLUMNS:
+        if f"{metric}_diff" not in frame or frame[f"{metric}_diff"].isna().all():
+            continue
+        f = DECIMALS[metric].replace(".", "+.")
+        shown[f"Δ{metric}"] = [
+            "–"
+            if pd.isna(r[f"{metric}_diff"])
+            else f"{r[f'{metric}_diff']:{f}} [{r[f'{metric}_lo']:{f}}, {r[f'{metric}_hi']:{f}}] "
+            f"p={r[f'{metric}_p_holm']:.2g}{'*' if r[f'{metric}_p_holm'] < ALPHA else ''}"
+            for _, r in frame.iterrows()
+        ]
+    return shown.to_markdown(index=False, disable_numparse=True)
+
+
+def write_ablation(
+    folder: str | Path, out: str | Path, bootstrap_seed: int = BOOTSTRAP_SEED
+) -> str:
     """Write the ablation view of the search in `folder` into `out`; return its Markdown."""
     folder, out = Path(folder), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     frame = trials(folder)
-    if frame.empty:
-        return f"### λ search {folder}\n\nno finished trial\n"
-    public = frame[[c for c in frame.columns if not c.startswith("_")]]
-    public.to_csv(out / "ablation_trials.csv", index=False)
-    scored = frame.dropna(subset=["objective"])
-    lines = [f"### λ search {folder.name}: {len(frame)} trials"]
+    lines = [f"### λ search {folder.name}: {len(frame) or 'no finished'} trials"]
+    if not frame.empty:
+        public = frame[[c for c in frame.columns if not c.startswith("_")]]
+        public.to_csv(out / "ablation_trials.csv", index=False)
+    scored = frame.dropna(subset=["objective"]) if not frame.empty else frame
     if not scored.empty:
         best = best_trial(scored)
         plot_objective(scored, out / "ablation_objective.png")
@@ -213,10 +282,20 @@ def write_ablation(folder: str | Path, out: str | Path) -> str:
             f"best: trial {best['trial']}, objective {best['objective']:.4f} on the "
             f"{best['split'] or 'whole'} split ({best['schedule']}: {params})"
         )
-    table = test_table(folder)
+    table = test_table(folder, bootstrap_seed)
     if not table.empty:
         table.to_csv(out / "ablation_test.csv", index=False)
         text = _markdown(table)
-        (out / "ablation_test.md").write_text(text + "\n")
-        lines += ["", "test split:", "", text]
+        lines += ["", "test split (± half the width of the 95 % bootstrap interval):", "", text]
+        pairs = paired_test_table(folder, bootstrap_seed)
+        if not pairs.empty:
+            pairs.to_csv(out / "ablation_paired.csv", index=False)
+            lines += [
+                "",
+                "paired differences on the same test images (95 % paired-bootstrap interval; "
+                "sign-flip p, Holm-adjusted over the table; *: p < 0.05):",
+                "",
+                _paired_markdown(pairs),
+            ]
+        (out / "ablation_test.md").write_text("\n".join(lines[lines.index("") + 1 :]) + "\n")
     return "\n".join(lines) + "\n"

@@ -29,11 +29,13 @@ COLUMNS = [
     "task",
     "sigma",
     "dataset",
+    "split",
     "model",
     "steps",
     "nfe",
     "n_images",
     *METRICS,
+    "kid_std",
     "seconds_per_image",
     "metric_protocol",
     "seed",
@@ -95,13 +97,15 @@ def find_metrics(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
     return found, unfinished
 
 
-def record(metrics: dict) -> dict:
-    """One tidy row from a job's metrics.json."""
+def record(metrics: dict, folder: Path | None = None) -> dict:
+    """One tidy row from a job's metrics.json; `output_dir` is the folder it was found in."""
     params = metrics.get("schedule_params") or {}
     reverse = bool(params.get("reverse", False))
     row = {col: metrics.get(col) for col in COLUMNS}
     row["reverse"] = reverse if metrics.get("schedule") else None
     row["label"] = method_label(metrics.get("method", "?"), metrics.get("schedule"), reverse)
+    if folder is not None:  # where its per_image.csv is now, should the sweep have moved
+        row["output_dir"] = str(folder)
     return row
 
 
@@ -118,7 +122,7 @@ def collect(paths: Iterable[str | Path]) -> pd.DataFrame:
     rows = []
     for path in files:
         try:
-            rows.append(record(json.loads(path.read_text())))
+            rows.append(record(json.loads(path.read_text()), path.parent))
         except (json.JSONDecodeError, OSError) as err:
             log.warning("skipped unreadable %s (%s)", path, err)
     frame = pd.DataFrame(rows, columns=COLUMNS)
