@@ -46,3 +46,25 @@ class FailOnImage(Callback):
     def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
         if self.name in batch["name"]:
             raise RuntimeError(f"restoring {self.name} went wrong (a fault the test injects)")
+
+
+class SlowSteps(Callback):
+    """Every sampler step takes `seconds` longer (a sleep, so the machine's cores stay free), so
+    that a batch of tiny steps outlasts an allocation of a minute. Every attempt prints its
+    `SLURM_RESTART_COUNT=n`, as WaitForSignal does."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        print(f"SLURM_RESTART_COUNT={attempt()}", flush=True)
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        inner = pl_module.step_callback  # the stop check's, which then follows every sleep
+
+        def step_callback(info) -> None:
+            time.sleep(self.seconds)
+            if inner is not None:
+                inner(info)
+
+        pl_module.step_callback = step_callback

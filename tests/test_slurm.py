@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -311,6 +312,56 @@ def test_job_at_its_time_limit_is_signalled_requeued_and_completes(env, straight
     # the first attempt stopped on the signal, before its limit
     assert seconds(attempts[0]["End"]) - seconds(attempts[0]["Start"]) < 180, attempts
     assert_same_results(straight, folder)
+
+
+def test_batch_longer_than_an_allocation_continues_over_several_to_the_same_images(env, tmp_path):
+    """One batch (two images) that needs more time than one allocation of a 1-minute limit: its
+    first signal comes before the batch finishes, the batch is saved at its last step, and each
+    requeued attempt continues from the step the one before saved, until the job finishes with
+    the images of a run that was never stopped. (The case that made no progress in 4 attempts
+    while a stopped batch restarted from its first step.)"""
+    steps, sleep_s, delay = 150, 0.3, 30  # 45 s of sampling; the signal from 30 s in
+    job_args = ["debug=tiny", f"method.steps={steps}"]
+    sweep = tmp_path / "sweep"
+    slow = [
+        "+callbacks.slow._target_=slurm_callbacks.SlowSteps",
+        f"+callbacks.slow.seconds={sleep_s}",
+    ]
+    limit = ["hydra.launcher.timeout_min=1", f"hydra.launcher.signal_delay_s={delay}"]
+    proc = start_sweep([*job_args, *slow, *limit, f"hydra.sweep.dir={sweep}"], env)
+    reference = tmp_path / "straight"
+    straight = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *job_args, f"hydra.run.dir={reference}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=SWEEP_S,
+    )
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    _out, err = finish(proc, sweep)
+    job = array_id(sweep)
+    log = logs(sweep, job)
+    assert proc.returncode == 0, f"{err[-3000:]}\n{log}"
+    script = (sweep / ".submitit" / job / f"{job}_submission.sh").read_text()
+    assert "#SBATCH --time=1\n" in script and f"#SBATCH --signal=USR2@{delay}\n" in script
+    # the first signal came before the batch finished: nothing done, the batch saved
+    assert "interrupted by SIGUSR2: 0 of 2 images are done" in log, log
+    assert "no progress" not in log, log
+    saved = [int(s) for s in re.findall(r"images 0-1 saved at sampler step (\d+)", log)]
+    resumed = [int(s) for s in re.findall(r"images 0-1 continue from sampler step (\d+)", log)]
+    assert saved and resumed == saved, log  # each attempt went on from the step saved last
+    assert saved == sorted(set(saved)) and saved[-1] < steps, saved
+    restarts = [int(s) for s in re.findall(r"SLURM_RESTART_COUNT=(\d+)", log)]
+    assert restarts == list(range(len(saved) + 1)), restarts
+    settled(env, job)
+    attempts = sacct(env, job, duplicates=True)
+    states = [a["State"] for a in attempts]
+    assert states == ["REQUEUED"] * len(saved) + ["COMPLETED"], attempts
+    (folder,) = job_dirs(sweep)
+    assert not (folder / "inflight").exists() or not any((folder / "inflight").iterdir())
+    assert_same_results(reference, folder)
+    print(f"{len(attempts)} attempts, saved at steps {saved} of {steps}")
 
 
 # -- 5. failures ---------------------------------------------------------------------------
