@@ -320,14 +320,21 @@ def test_batch_longer_than_an_allocation_continues_over_several_to_the_same_imag
     requeued attempt continues from the step the one before saved, until the job finishes with
     the images of a run that was never stopped. (The case that made no progress in 4 attempts
     while a stopped batch restarted from its first step.)"""
-    steps, sleep_s, delay = 150, 0.3, 30  # 45 s of sampling; the signal from 30 s in
+    # slurmctld checks time limits every 30 s and signals at the first check that is less than
+    # `delay` + 30 s before the limit: 25-55 s into an allocation, after the job's start (10-20
+    # s) and its first steps. Each attempt samples for 5-45 s of the batch's 48 s (or more).
+    steps, sleep_s, delay = 160, 0.3, 5
     job_args = ["debug=tiny", f"method.steps={steps}"]
     sweep = tmp_path / "sweep"
     slow = [
         "+callbacks.slow._target_=slurm_callbacks.SlowSteps",
         f"+callbacks.slow.seconds={sleep_s}",
     ]
-    limit = ["hydra.launcher.timeout_min=1", f"hydra.launcher.signal_delay_s={delay}"]
+    limit = [
+        "hydra.launcher.timeout_min=1",
+        f"hydra.launcher.signal_delay_s={delay}",
+        "hydra.launcher.max_num_timeout=8",
+    ]
     proc = start_sweep([*job_args, *slow, *limit, f"hydra.sweep.dir={sweep}"], env)
     reference = tmp_path / "straight"
     straight = subprocess.run(
