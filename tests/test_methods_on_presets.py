@@ -1,0 +1,203 @@
+"""ΠGDM, RED-diff, DiffPIR and DAPS on every kind of prior preset: reduced-width ADM and DDPM
+networks saved to a checkpoint and loaded through their `model=` presets, a diffusers UNet2DModel
+through `model=diffusers`, the built-in prior, and the class-conditional ADM given each image's
+class through `conditioned(labels)`, as the engine does; noiseless and noisy.
+
+DAPS hands the network float timesteps and ΠGDM differentiates through it (with activation
+checkpointing on ADM): each network must take both. Plus the four end to end, as one sweep
+through `run.py` and one job through the installed `rnsf` command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from rnsf.methods import DAPS, DiffPIR, PiGDM, REDDiff
+from rnsf.operators import BicubicSR, Task
+from rnsf.utils.cli import CONF_DIR
+from rnsf.utils.random import image_generators
+
+from conftest import ROOT, SMALL_ADM, SMALL_DDPM, run_py
+
+#: a few steps each; DAPS: 2 annealing levels of 2 ODE steps, 3 Langevin steps per level
+METHODS = {
+    "pigdm": lambda: PiGDM(steps=3),
+    "reddiff": lambda: REDDiff(steps=3),
+    "diffpir": lambda: DiffPIR(steps=3),
+    "daps": lambda: DAPS(steps=4, ode_steps=2, langevin_steps=3),
+}
+
+
+def _overrides(prefix: str, arch: dict) -> list[str]:
+    def value(v):
+        return "[" + ",".join(map(str, v)) + "]" if isinstance(v, tuple | list) else str(v)
+
+    return [f"{prefix}.{k}={value(v)}" for k, v in arch.items()]
+
+
+def _preset(name: str, *overrides: str):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"model={name}", "model.precision=fp32", *overrides])
+    return cfg.model
+
+
+def _live(net: torch.nn.Module) -> None:
+    """Random weights everywhere (upstream zero-initialises some output convolutions)."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+
+
+def _saved(preset: str, network, tmp: Path, *overrides: str):
+    """The preset's network at reduced width, saved to a checkpoint at random weights and loaded
+    back through the preset's own loader (`model.net`)."""
+    model = _preset(preset, *overrides)
+    net = network(**model.arch)
+    _live(net)
+    path = tmp / f"{preset}.pt"
+    torch.save(net.state_dict(), path)
+    return instantiate(_preset(preset, f"model.checkpoint={path}", *overrides).net)
+
+
+@pytest.fixture(scope="module")
+def images(small_set) -> torch.Tensor:
+    """Two 16x16 images: every network here takes 16 (multiples of 2, 4 or 8)."""
+    return torch.nn.functional.avg_pool2d(small_set[:2], 2)
+
+
+@pytest.fixture(scope="module")
+def networks(tmp_path_factory) -> dict:
+    """name -> (denoiser as a method receives it, its class labels or None)."""
+    from rnsf.denoisers import ADMUNet, DDPMUNet
+
+    tmp = tmp_path_factory.mktemp("presets")
+    adm = _overrides("model.arch", SMALL_ADM)
+    ddpm = _overrides("model.arch", SMALL_DDPM)
+    found = {
+        # ΠGDM backpropagates through it with activation checkpointing (`model.checkpointing`)
+        "adm": _saved("adm_ffhq256", ADMUNet, tmp, *adm, "model.checkpointing=true"),
+        "adm_cond": _saved("adm_imagenet256_cond", ADMUNet, tmp, *adm, "model.classifier_scale=0"),
+        "ddpm": _saved("ddpm_cifar10_32", DDPMUNet, tmp, *ddpm),
+        "tiny": instantiate(_preset("tiny").net),
+    }
+    if _has_diffusers():
+        from test_hub import SMALL, save_model
+
+        save_model(tmp / "hub", arch=SMALL)
+        found["diffusers"] = instantiate(_preset("diffusers", f"model.path={tmp / 'hub'}").net)
+    labels = torch.tensor([3, 7])
+    assert found["adm_cond"].needs_labels
+    return {k: (v, labels if k == "adm_cond" else None) for k, v in found.items()}
+
+
+def _has_diffusers() -> bool:
+    try:
+        import diffusers  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+NETWORKS = ["adm", "adm_cond", "ddpm", "diffusers", "tiny"]
+
+
+def _restore(method, network, labels, x, sigma, indices=(0, 1)):
+    gens = image_generators(0, indices)
+    task = Task("sr4", BicubicSR(4), sigma=sigma)
+    op, y = task.measure(x, gens)
+    method.check(op, task.sigma_model)
+    denoiser = network.conditioned(labels)  # what the engine hands a method
+    return method.restore(y, op, denoiser, image_generators(0, indices), sigma_y=task.sigma_model)
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.05], ids=["noiseless", "noisy"])
+@pytest.mark.parametrize("network", NETWORKS)
+@pytest.mark.parametrize("name", list(METHODS))
+def test_method_runs_on_the_preset(name, network, sigma, networks, images):
+    if network not in networks:
+        pytest.skip("the optional diffusers extra is not installed")
+    net, labels = networks[network]
+    x = images
+    out = _restore(METHODS[name](), net, labels, x, sigma)
+    assert out.shape == x.shape and out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+    assert not out.requires_grad
+    assert not any(p.requires_grad for p in net.parameters())  # the network stays frozen
+    assert not any(p.grad is not None for p in net.parameters())
+    assert not torch.allclose(out[0], out[1])
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_class_conditional_result_is_independent_of_batch_size(name, networks, images):
+    """Each image keeps its own class and its own generator in any batch."""
+    net, labels = networks["adm_cond"]
+    x = images
+    batch = _restore(METHODS[name](), net, labels, x, 0.05)
+    single = _restore(METHODS[name](), net, labels[1:], x[1:], 0.05, indices=(1,))
+    torch.testing.assert_close(batch[1:], single, atol=1e-4, rtol=1e-4)
+    other = _restore(METHODS[name](), net, labels.flip(0)[1:], x[1:], 0.05, indices=(1,))
+    assert not torch.allclose(other, single)  # the class reaches the network
+
+
+# -- end to end --------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_sweep_of_the_four_through_run_py(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_py(
+        [
+            "-m",
+            "method=pigdm,diffpir,reddiff,daps",
+            "debug=tiny",
+            "dataset.limit=1",
+            "task.sigma=0.05",
+            f"hydra.sweep.dir={sweep}",
+        ]
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = {}
+    for metrics_file in sweep.glob("*/metrics.json"):
+        metrics = json.loads(metrics_file.read_text())
+        found[metrics["method"]] = metrics["nfe"]
+    # debug=tiny: method.steps=5; DAPS: one level of five ODE steps
+    assert found == {"pigdm": 5, "diffpir": 5, "reddiff": 5, "daps": 5}, found
+
+
+@pytest.mark.slow
+def test_daps_through_the_installed_command(tmp_path):
+    rnsf = shutil.which("rnsf") or str(Path(sys.executable).with_name("rnsf"))
+    if not Path(rnsf).is_file():
+        pytest.skip("the rnsf command is not installed")
+    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    job = tmp_path / "job"
+    result = subprocess.run(
+        [
+            rnsf,
+            "method=daps",
+            "debug=tiny",
+            "task.sigma=0.05",
+            "method.langevin_steps=5",
+            "dataset.limit=1",
+            f"hydra.run.dir={job}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((job / "metrics.json").read_text())
+    assert (metrics["method"], metrics["nfe"], metrics["task"]) == ("daps", 5, "sr4")
+    assert metrics["n_images"] == 1
