@@ -29,12 +29,12 @@ from rnsf.utils.random import image_generators
 
 from conftest import ROOT, SMALL_ADM, SMALL_DDPM, run_py
 
-#: a few steps each; DAPS: 2 annealing levels of 2 ODE steps, 3 Langevin steps per level
+#: two steps each; DAPS: 2 annealing levels of one ODE step, 3 Langevin steps per level
 METHODS = {
-    "pigdm": lambda: PiGDM(steps=3),
-    "reddiff": lambda: REDDiff(steps=3),
-    "diffpir": lambda: DiffPIR(steps=3),
-    "daps": lambda: DAPS(steps=4, ode_steps=2, langevin_steps=3),
+    "pigdm": lambda: PiGDM(steps=2),
+    "reddiff": lambda: REDDiff(steps=2),
+    "diffpir": lambda: DiffPIR(steps=2),
+    "daps": lambda: DAPS(steps=2, ode_steps=1, langevin_steps=3),
 }
 
 
@@ -148,6 +148,24 @@ def test_class_conditional_result_is_independent_of_batch_size(name, networks, i
     torch.testing.assert_close(batch[1:], single, atol=1e-4, rtol=1e-4)
     other = _restore(METHODS[name](), net, labels.flip(0)[1:], x[1:], 0.05, indices=(1,))
     assert not torch.allclose(other, single)  # the class reaches the network
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["pigdm", "daps"])
+def test_compiled_and_padded_network_gives_the_eager_result(name, networks, images):
+    """The compiled path (`model.compile=eager`: dynamo's graph capture without code generation)
+    takes DAPS's float timesteps and ΠGDM's backward pass, and a batch smaller than the traced
+    one (padded to it) restores as the eager network does."""
+    plain, _ = networks["tiny"]
+    compiled = instantiate(_preset("tiny", "model.compile=eager").net)
+    assert compiled.policy.compile == "eager"
+    both = _restore(METHODS[name](), compiled, None, images, 0.05)
+    single = _restore(METHODS[name](), compiled, None, images[1:], 0.05, indices=(1,))
+    policy = compiled.policy
+    assert policy.compile_seconds is not None and policy.fallback is None  # it ran compiled
+    reference = _restore(METHODS[name](), plain, None, images, 0.05)
+    torch.testing.assert_close(both, reference, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(single, reference[1:], atol=1e-4, rtol=1e-4)
 
 
 # -- end to end --------------------------------------------------------------------------------
