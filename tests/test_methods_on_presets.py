@@ -219,3 +219,47 @@ def test_daps_through_the_installed_command(tmp_path):
     metrics = json.loads((job / "metrics.json").read_text())
     assert (metrics["method"], metrics["nfe"], metrics["task"]) == ("daps", 5, "sr4")
     assert metrics["n_images"] == 1
+
+
+@pytest.mark.slow
+def test_sweep_on_a_reduced_class_conditional_preset_with_labels(tmp_path):
+    """run.py -m over the four and σ ∈ {0, 0.05} on `model=adm_imagenet256_cond` shrunk to 32x32
+    images, each image's class from a labels file (the engine's `conditioned(labels)`)."""
+    from PIL import Image
+
+    from rnsf.denoisers import ADMUNet
+
+    arch = _overrides("model.arch", SMALL_ADM)
+    _saved("adm_imagenet256_cond", ADMUNet, tmp_path, *arch, "model.classifier_scale=0")
+    images = tmp_path / "images"
+    images.mkdir()
+    for name, colour in (("a.png", (120, 60, 30)), ("b.png", (20, 90, 200))):
+        Image.new("RGB", (32, 32), colour).save(images / name)
+    (tmp_path / "labels.txt").write_text("a.png 207\nb.png 3\n")
+    sweep = tmp_path / "sweep"
+    result = run_py(
+        [
+            "-m",
+            "method=pigdm,reddiff,diffpir,daps",
+            "task.sigma=0,0.05",
+            "debug=tiny",
+            "model=adm_imagenet256_cond",
+            *arch,
+            f"model.checkpoint={tmp_path / 'adm_imagenet256_cond.pt'}",
+            "model.classifier_scale=0",
+            "dataset=folder",
+            f"dataset.root={images}",
+            f"dataset.labels_file={tmp_path / 'labels.txt'}",
+            "dataset.image_size=32",
+            "save_images=false",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        WANDB_MODE="disabled",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = {}
+    for metrics_file in sweep.glob("*/metrics.json"):
+        metrics = json.loads(metrics_file.read_text())
+        assert metrics["n_images"] == 2 and metrics["model"] == "adm_imagenet256_cond"
+        found[metrics["method"], metrics["sigma"]] = metrics["nfe"]
+    assert found == {(m, s): 5 for m in METHODS for s in (0.0, 0.05)}, found
