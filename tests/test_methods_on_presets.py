@@ -65,7 +65,7 @@ def _saved(preset: str, network, tmp: Path, *overrides: str):
     model = _preset(preset, *overrides)
     net = network(**model.arch)
     _live(net)
-    path = tmp / f"{preset}.pt"
+    path = tmp / f"{model.name}.pt"
     torch.save(net.state_dict(), path)
     return instantiate(_preset(preset, f"model.checkpoint={path}", *overrides).net)
 
@@ -88,6 +88,10 @@ def networks(tmp_path_factory) -> dict:
         # ΠGDM backpropagates through it with activation checkpointing (`model.checkpointing`)
         "adm": _saved("adm_ffhq256", ADMUNet, tmp, *adm, "model.checkpointing=true"),
         "adm_cond": _saved("adm_imagenet256_cond", ADMUNet, tmp, *adm, "model.classifier_scale=0"),
+        # with classifier guidance (a reduced noisy classifier of its own checkpoint)
+        "adm_guided": _saved(
+            "adm_imagenet256_cond", ADMUNet, tmp, *adm, *_classifier(tmp), "model.name=guided"
+        ),
         "ddpm": _saved("ddpm_cifar10_32", DDPMUNet, tmp, *ddpm),
         "tiny": instantiate(_preset("tiny").net),
     }
@@ -98,7 +102,25 @@ def networks(tmp_path_factory) -> dict:
         found["diffusers"] = instantiate(_preset("diffusers", f"model.path={tmp / 'hub'}").net)
     labels = torch.tensor([3, 7])
     assert found["adm_cond"].needs_labels
-    return {k: (v, labels if k == "adm_cond" else None) for k, v in found.items()}
+    assert found["adm_guided"].classifier is not None
+    conditional = ("adm_cond", "adm_guided")
+    return {k: (v, labels if k in conditional else None) for k, v in found.items()}
+
+
+def _classifier(tmp: Path) -> list[str]:
+    """The overrides of a reduced-width noisy classifier for the 16x16 test images (its attention
+    pool is built for one size), saved at random weights."""
+    from rnsf.denoisers.classifier import NoisyClassifier
+
+    arch = dict(image_size=16, model_channels=32, num_head_channels=32, channel_mult=(1, 2))
+    arch["attention_resolutions"] = (8,)
+    net = NoisyClassifier(**arch)
+    _live(net)
+    torch.save(net.state_dict(), tmp / "classifier.pt")
+    return [
+        f"model.classifier.checkpoint={tmp / 'classifier.pt'}",
+        *_overrides("model.classifier.arch", arch),
+    ]
 
 
 def _has_diffusers() -> bool:
@@ -109,7 +131,7 @@ def _has_diffusers() -> bool:
     return True
 
 
-NETWORKS = ["adm", "adm_cond", "ddpm", "diffusers", "tiny"]
+NETWORKS = ["adm", "adm_cond", "adm_guided", "ddpm", "diffusers", "tiny"]
 
 
 def _restore(method, network, labels, x, sigma, indices=(0, 1)):
@@ -148,6 +170,20 @@ def test_class_conditional_result_is_independent_of_batch_size(name, networks, i
     torch.testing.assert_close(batch[1:], single, atol=1e-4, rtol=1e-4)
     other = _restore(METHODS[name](), net, labels.flip(0)[1:], x[1:], 0.05, indices=(1,))
     assert not torch.allclose(other, single)  # the class reaches the network
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_classifier_guidance_reaches_pigdm_and_reddiff_only(name, networks, images):
+    """The guided preset has the conditional one's weights (the same random draw) plus a
+    classifier: ΠGDM and RED-diff guide ε with it, DiffPIR and DAPS (no guidance upstream)
+    ignore it."""
+    guided, labels = networks["adm_guided"]
+    plain, _ = networks["adm_cond"]
+    weights = zip(guided.net.parameters(), plain.net.parameters(), strict=True)
+    assert all(torch.equal(a, b) for a, b in weights)
+    with_guide = _restore(METHODS[name](), guided, labels, images, 0.05)
+    without = _restore(METHODS[name](), plain, labels, images, 0.05)
+    assert torch.equal(with_guide, without) == (name in ("diffpir", "daps"))
 
 
 @pytest.mark.slow
