@@ -96,14 +96,21 @@ def networks(tmp_path_factory) -> dict:
         "tiny": instantiate(_preset("tiny").net),
     }
     if _has_diffusers():
-        from test_hub import SMALL, save_model
+        from test_hub import LINEAR, SMALL, diffusers_config, live, save_model
 
         save_model(tmp / "hub", arch=SMALL)
         found["diffusers"] = instantiate(_preset("diffusers", f"model.path={tmp / 'hub'}").net)
+        lib = pytest.importorskip("diffusers")  # a class-conditional UNet2DModel
+        unet = live(lib.UNet2DModel(**diffusers_config(SMALL), num_class_embeds=10))
+        unet.save_pretrained(tmp / "hub_cond")
+        lib.DDPMScheduler(**LINEAR).save_pretrained(tmp / "hub_cond")
+        path = f"model.path={tmp / 'hub_cond'}"
+        found["diffusers_cond"] = instantiate(_preset("diffusers", path).net)
+        assert found["diffusers_cond"].needs_labels
     labels = torch.tensor([3, 7])
     assert found["adm_cond"].needs_labels
     assert found["adm_guided"].classifier is not None
-    conditional = ("adm_cond", "adm_guided")
+    conditional = ("adm_cond", "adm_guided", "diffusers_cond")
     return {k: (v, labels if k in conditional else None) for k, v in found.items()}
 
 
@@ -131,7 +138,7 @@ def _has_diffusers() -> bool:
     return True
 
 
-NETWORKS = ["adm", "adm_cond", "adm_guided", "ddpm", "diffusers", "tiny"]
+NETWORKS = ["adm", "adm_cond", "adm_guided", "ddpm", "diffusers", "diffusers_cond", "tiny"]
 
 
 def _restore(method, network, labels, x, sigma, indices=(0, 1)):
