@@ -306,3 +306,45 @@ def test_sweep_on_a_reduced_class_conditional_preset_with_labels(tmp_path):
         assert metrics["n_images"] == 2 and metrics["model"] == "adm_imagenet256_cond"
         found[metrics["method"], metrics["sigma"]] = metrics["nfe"]
     assert found == {(m, s): 5 for m in METHODS for s in (0.0, 0.05)}, found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("preset", "sigma"), [("ddpm", "0.05"), ("diffusers", "0")])
+def test_sweep_on_a_reduced_ddpm_and_a_diffusers_folder(preset, sigma, tmp_path):
+    """run.py -m over the four on `model=ddpm_cifar10_32` shrunk (noisy) and on a diffusers
+    UNet2DModel folder (noiseless), 32x32 demo images."""
+    from rnsf.denoisers import DDPMUNet
+
+    if preset == "ddpm":
+        arch = _overrides("model.arch", SMALL_DDPM)
+        _saved("ddpm_cifar10_32", DDPMUNet, tmp_path, *arch)
+        model = ["model=ddpm_cifar10_32", *arch, f"model.checkpoint={tmp_path}/ddpm_cifar10_32.pt"]
+    else:
+        if not _has_diffusers():
+            pytest.skip("the optional diffusers extra is not installed")
+        from test_hub import save_model
+
+        save_model(tmp_path / "hub")
+        model = ["model=diffusers", f"model.path={tmp_path / 'hub'}"]
+    sweep = tmp_path / "sweep"
+    result = run_py(
+        [
+            "-m",
+            "method=pigdm,reddiff,diffpir,daps",
+            f"task.sigma={sigma}",
+            "debug=tiny",
+            *model,
+            "dataset.resize=center_crop",
+            "dataset.image_size=32",
+            "save_images=false",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        WANDB_MODE="disabled",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = {}
+    for metrics_file in sweep.glob("*/metrics.json"):
+        metrics = json.loads(metrics_file.read_text())
+        assert metrics["n_images"] == 2 and metrics["sigma"] == float(sigma)
+        found[metrics["method"]] = metrics["nfe"]
+    assert found == dict.fromkeys(METHODS, 5), found
