@@ -87,6 +87,7 @@ def networks(tmp_path_factory) -> dict:
     found = {
         # ΠGDM backpropagates through it with activation checkpointing (`model.checkpointing`)
         "adm": _saved("adm_ffhq256", ADMUNet, tmp, *adm, "model.checkpointing=true"),
+        "adm_plain": _saved("adm_ffhq256", ADMUNet, tmp, *adm),  # the same weights, no recompute
         "adm_cond": _saved("adm_imagenet256_cond", ADMUNet, tmp, *adm, "model.classifier_scale=0"),
         # with classifier guidance (a reduced noisy classifier of its own checkpoint)
         "adm_guided": _saved(
@@ -177,6 +178,25 @@ def test_class_conditional_result_is_independent_of_batch_size(name, networks, i
     torch.testing.assert_close(batch[1:], single, atol=1e-4, rtol=1e-4)
     other = _restore(METHODS[name](), net, labels.flip(0)[1:], x[1:], 0.05, indices=(1,))
     assert not torch.allclose(other, single)  # the class reaches the network
+
+
+def test_pigdm_with_activation_checkpointing_gives_the_same_result(networks, images, monkeypatch):
+    """`model.checkpointing=true`: ΠGDM's backward pass recomputes each ADM block's activations
+    (torch.utils.checkpoint runs) and restores exactly what the plain network does."""
+    calls = []
+    checkpoint = torch.utils.checkpoint.checkpoint
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return checkpoint(*args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", counted)
+    recomputed = _restore(METHODS["pigdm"](), networks["adm"][0], None, images, 0.05)
+    assert calls  # the checkpointed blocks ran
+    count = len(calls)
+    plain = _restore(METHODS["pigdm"](), networks["adm_plain"][0], None, images, 0.05)
+    assert len(calls) == count  # and the plain network's do not
+    torch.testing.assert_close(recomputed, plain, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", list(METHODS))
