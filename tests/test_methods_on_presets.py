@@ -139,7 +139,8 @@ def _has_diffusers() -> bool:
     return True
 
 
-NETWORKS = ["adm", "adm_cond", "adm_guided", "ddpm", "diffusers", "diffusers_cond", "tiny"]
+#: the guided preset: `test_classifier_guidance_reaches_pigdm_and_reddiff_only`
+NETWORKS = ["adm", "adm_cond", "ddpm", "diffusers", "diffusers_cond", "tiny"]
 
 
 def _restore(method, network, labels, x, sigma, indices=(0, 1)):
@@ -210,6 +211,7 @@ def test_classifier_guidance_reaches_pigdm_and_reddiff_only(name, networks, imag
     assert all(torch.equal(a, b) for a, b in weights)
     with_guide = _restore(METHODS[name](), guided, labels, images, 0.05)
     without = _restore(METHODS[name](), plain, labels, images, 0.05)
+    assert with_guide.shape == images.shape and torch.isfinite(with_guide).all()
     assert torch.equal(with_guide, without) == (name in ("diffpir", "daps"))
 
 
